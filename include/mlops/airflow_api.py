@@ -1,0 +1,128 @@
+"""A small client of Airflow 3's public REST API (``/api/v2``), as a user or a script uses it.
+
+Plain HTTP (httpx), no ``airflow`` import: the demo and tests drive Airflow exactly the way a user's
+own tooling would.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+TERMINAL_RUN_STATES = {"success", "failed"}
+
+
+class AirflowAPIError(RuntimeError):
+    pass
+
+
+class AirflowAPI:
+    def __init__(self, base_url: str, username: str, password: str, timeout: float = 30.0):
+        self.base_url = base_url.rstrip("/")
+        self._username = username
+        self._password = password
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=False)
+        self._token: str | None = None
+
+    # -- auth -------------------------------------------------------------------------
+    def token(self) -> str:
+        """A JWT from ``POST /auth/token`` (SimpleAuthManager and FAB both offer it)."""
+        r = self._http.post("/auth/token", json={"username": self._username, "password": self._password})
+        if r.status_code not in (200, 201):
+            raise AirflowAPIError(f"login as {self._username!r} failed: HTTP {r.status_code} {r.text[:200]}")
+        return r.json()["access_token"]
+
+    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        if self._token is None:
+            self._token = self.token()
+        for attempt in range(2):
+            r = self._http.request(method, path, headers={"Authorization": f"Bearer {self._token}"}, **kw)
+            if r.status_code == 401 and attempt == 0:  # expired token: log in again once
+                self._token = self.token()
+                continue
+            return r
+        return r
+
+    def _json(self, method: str, path: str, ok: tuple[int, ...] = (200,), **kw: Any) -> Any:
+        r = self._request(method, path, **kw)
+        if r.status_code not in ok:
+            raise AirflowAPIError(f"{method} {path}: HTTP {r.status_code} {r.text[:300]}")
+        return r.json()
+
+    # -- DAGs and runs ------------------------------------------------------------------
+    def get_dag(self, dag_id: str) -> dict[str, Any] | None:
+        r = self._request("GET", f"/api/v2/dags/{dag_id}")
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise AirflowAPIError(f"GET dag {dag_id}: HTTP {r.status_code} {r.text[:300]}")
+        return r.json()
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/api/v2/importErrors").get("import_errors", [])
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            dag = self.get_dag(dag_id)
+            if dag is not None:
+                return dag
+            if time.monotonic() > deadline:
+                errors = "; ".join(
+                    f"{e.get('filename')}: {e.get('stack_trace', '')[-300:]}" for e in self.import_errors()
+                )
+                raise AirflowAPIError(
+                    f"DAG {dag_id!r} did not appear within {timeout:.0f}s"
+                    + (f"; import errors: {errors}" if errors else " (no import errors reported)")
+                )
+            time.sleep(2.0)
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self._json("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": paused})
+
+    def trigger(
+        self, dag_id: str, conf: dict[str, Any] | None = None, note: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
+        if note:
+            body["note"] = note
+        return self._json("POST", f"/api/v2/dags/{dag_id}/dagRuns", ok=(200, 201), json=body)
+
+    def get_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float, on_change: Any = None) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        seen: dict[str, str] = {}
+        while True:
+            run = self.get_run(dag_id, run_id)
+            if on_change is not None:
+                for ti in self.task_instances(dag_id, run_id):
+                    state = ti.get("state") or "none"
+                    if seen.get(ti["task_id"]) != state:
+                        seen[ti["task_id"]] = state
+                        on_change(ti)
+            if run["state"] in TERMINAL_RUN_STATES:
+                return run
+            if time.monotonic() > deadline:
+                raise AirflowAPIError(f"run {run_id} of {dag_id} still {run['state']} after {timeout:.0f}s")
+            time.sleep(2.0)
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        data = self._json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        return data.get("task_instances", [])
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        r = self._request(
+            "GET",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
+            params={"deserialize": "true"},
+        )
+        if r.status_code != 200:
+            return None
+        return r.json().get("value")
+
+    def ui_run_url(self, dag_id: str, run_id: str) -> str:
+        return f"{self.base_url}/dags/{dag_id}/runs/{run_id}"

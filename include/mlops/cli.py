@@ -1,0 +1,197 @@
+"""The ``mlops`` command line: one tool, one subcommand per capability.
+
+mlops config                 effective configuration (secrets masked)
+mlops models                 model configs found and whether they are valid
+mlops generate ...           write a synthetic batch (demo data)
+mlops train ...              the training entrypoint (same in a pod, a container or locally)
+mlops stack up|down|status   the local stack of the embedded default
+mlops demo                   run the main job through Airflow and print a summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from mlops import __version__
+from mlops.settings import get_settings
+
+
+def _kv(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    return k, v
+
+
+def _json_obj(text: str) -> dict:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return obj
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mlops", description="MLOps platform on Apache Airflow 3: the domain command line."
+    )
+    p.add_argument("--version", action="version", version=f"mlops {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    c = sub.add_parser("config", help="print the effective configuration (secrets masked)")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sub.add_parser("models", help="list model configs and check that each is valid")
+
+    g = sub.add_parser("generate", help="write a synthetic batch of demo data (CSV or Parquet by extension)")
+    g.add_argument("--model", required=True, help="model with a built-in generator (churn)")
+    g.add_argument("--rows", type=int, required=True)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", required=True, type=Path, help="output file, .csv or .parquet")
+    g.add_argument(
+        "--drift", type=float, default=0.0, help="0 = none, 1 = strong shift of documented features"
+    )
+
+    t = sub.add_parser("train", help="train, evaluate, log to MLflow and register a @challenger version")
+    t.add_argument("--model", required=True)
+    t.add_argument("--data", action="append", required=True, type=Path, help="batch file (repeatable)")
+    t.add_argument("--models-dir", type=Path, help="folder of model configs (default: MLOPS_MODELS_DIR)")
+    t.add_argument(
+        "--tracking-uri", help="MLflow server (default: MLFLOW_TRACKING_URI, then the local stack)"
+    )
+    t.add_argument(
+        "--tag", action="append", type=_kv, default=[], help="extra run tag KEY=VALUE (repeatable)"
+    )
+    t.add_argument("--params", type=_json_obj, help="hyperparameter overrides as a JSON object")
+    t.add_argument("--run-name")
+    t.add_argument("--output", type=Path, help="also write the JSON result here")
+
+    s = sub.add_parser("stack", help="the local stack (Airflow + MLflow on 127.0.0.1)")
+    s.add_argument("action", choices=["up", "down", "status"])
+
+    d = sub.add_parser("demo", help="run the main job through Airflow on the local stack and print a summary")
+    d.add_argument("--model", default="churn")
+    d.add_argument("--timeout", type=int, default=900, help="seconds to wait for the DAG run")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    handler = {
+        "config": _cmd_config,
+        "models": _cmd_models,
+        "generate": _cmd_generate,
+        "train": _cmd_train,
+        "stack": _cmd_stack,
+        "demo": _cmd_demo,
+    }[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # every command ends with one readable line, not a traceback
+        if args.verbose:
+            raise
+        print(f"mlops {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    values = get_settings().masked()
+    if args.json:
+        print(json.dumps(values, indent=2))
+        return 0
+    width = max(len(k) for k in values)
+    for k, v in values.items():
+        env = "" if " " in k else f"  (MLOPS_{k.upper()})"
+        print(f"{k:<{width}}  {v}{env}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from mlops.modelconfig import ModelConfigError, discover_model_configs, load_model_config
+
+    folder = get_settings().models_dir
+    found = discover_model_configs(folder)
+    if not found:
+        print(f"no model configs in {folder}", file=sys.stderr)
+        return 1
+    bad = 0
+    for name, path in found.items():
+        try:
+            cfg = load_model_config(path)
+            print(f"{name:<20} ok       target={cfg.target} features={len(cfg.features.all)} ({path})")
+        except ModelConfigError as exc:
+            bad += 1
+            print(f"{name:<20} INVALID  {exc}")
+    return 1 if bad else 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from mlops.datagen import generate, write_frame
+
+    df = generate(args.model, args.rows, seed=args.seed, drift=args.drift)
+    out = write_frame(df, args.out)
+    rate = float(df[df.columns[-1]].mean()) if len(df) else 0.0
+    print(
+        f"wrote {len(df)} rows x {df.shape[1]} columns to {out} (positive rate {rate:.3f}, drift {args.drift})"
+    )
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from mlops.modelconfig import get_model_config
+    from mlops.training import train
+
+    settings = get_settings()
+    cfg = get_model_config(args.model, args.models_dir or settings.models_dir)
+    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or settings.tracking_uri
+    result = train(
+        cfg, args.data, tracking_uri, params=args.params, tags=dict(args.tag), run_name=args.run_name
+    )
+    text = result.to_json()
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+    print(text)
+    return 0
+
+
+def _cmd_stack(args: argparse.Namespace) -> int:
+    from mlops import stack
+
+    settings = get_settings()
+    if args.action == "up":
+        stack.up(settings)
+    elif args.action == "down":
+        stack.down(settings)
+    else:
+        rows = stack.status(settings)
+        for r in rows:
+            print(f"{r['service']:<14} {r['state']:<8} pid {r['pid']:<8} {r['health']}")
+        return 0 if all(r["health"] == "healthy" for r in rows) else 3
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from mlops.demo import run_demo
+
+    return run_demo(get_settings(), model=args.model, timeout=args.timeout)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

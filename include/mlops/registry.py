@@ -1,0 +1,71 @@
+"""Model registry operations on MLflow: aliases and gate records.
+
+Aliases, never stages: ``@challenger`` (newest candidate), ``@champion`` (serving), ``@previous``
+(the champion before, for one-step rollback).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from mlops.gate import GateResult
+
+log = logging.getLogger(__name__)
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+PREVIOUS = "previous"
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version an alias points to, or None when the alias (or the model) does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def set_alias(client: MlflowClient, name: str, alias: str, version: str) -> None:
+    client.set_registered_model_alias(name, alias, str(version))
+    log.info("alias @%s of %s -> version %s", alias, name, version)
+
+
+def promote(client: MlflowClient, name: str, version: str) -> str | None:
+    """Make ``version`` the champion; the former champion (if any) becomes ``@previous``.
+
+    Returns the former champion's version. Promoting the current champion again is a no-op.
+    """
+    former = alias_version(client, name, CHAMPION)
+    if former == str(version):
+        return former
+    if former is not None:
+        set_alias(client, name, PREVIOUS, former)
+    set_alias(client, name, CHAMPION, version)
+    if alias_version(client, name, CHALLENGER) == str(version):
+        client.delete_registered_model_alias(name, CHALLENGER)
+    return former
+
+
+def record_gate(client: MlflowClient, name: str, version: str, run_id: str, result: GateResult) -> None:
+    """Write the gate decision to the model version (tags) and its run (``gate/gate.json``)."""
+    client.set_model_version_tag(name, version, "gate", result.decision)
+    client.set_model_version_tag(name, version, "gate.reasons", " ".join(result.reasons)[:5000])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gate.json"
+        path.write_text(result.to_json())
+        client.log_artifact(run_id, str(path), artifact_path="gate")
+    if not result.passed:
+        client.set_model_version_tag(
+            name, version, "gate.failed_checks", json.dumps([c.name for c in result.checks if not c.passed])
+        )

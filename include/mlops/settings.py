@@ -1,0 +1,88 @@
+"""Typed settings of the platform, read from ``MLOPS_*`` environment variables.
+
+One place for every knob the command line, the local stack and the container entrypoints use.
+Inside Airflow, endpoints and credentials come from Connections instead (see ``plugins/``); these
+settings are what the same code falls back to outside Airflow.
+
+Every field is documented in the README's configuration table; ``mlops config`` prints the
+effective values with secrets masked.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The repository root when running from a checkout (include/mlops/settings.py -> repo).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Model configs shipped with the package.
+BUILTIN_MODELS_DIR = Path(__file__).resolve().parent / "model_configs"
+
+
+class Settings(BaseSettings):
+    """Effective configuration. Field names map to ``MLOPS_<NAME>`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
+
+    home: Path = Field(
+        default=REPO_ROOT / ".mlops",
+        description="State folder of the local stack: databases, logs, PID files, artifacts.",
+    )
+    data_root: Path = Field(
+        default=REPO_ROOT / "data",
+        description="Root of landing/, quarantine/ and accepted batches.",
+    )
+    models_dir: Path = Field(
+        default=BUILTIN_MODELS_DIR,
+        description="Folder of model config files (one YAML per model).",
+    )
+    host: str = Field(default="127.0.0.1", description="Interface every local service binds to.")
+    airflow_port: int = Field(default=8080, description="Port of the Airflow api-server (UI and REST API).")
+    mlflow_port: int = Field(default=5000, description="Port of the MLflow tracking server.")
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow server used outside Airflow. Empty: the local stack's server.",
+    )
+    admin_user: str = Field(default="admin", description="Login of the local Airflow UI.")
+    admin_password: SecretStr = Field(
+        default=SecretStr("admin"), description="Password of the local Airflow UI (secret)."
+    )
+    jwt_secret: SecretStr = Field(
+        default=SecretStr("local-dev-only-change-me"),
+        description="Secret shared by Airflow's components to sign API tokens (secret).",
+    )
+    training_backend: Literal["local", "docker", "kubernetes"] = Field(
+        default="local",
+        description="Default compute backend for training when a model config does not choose one.",
+    )
+    start_timeout: int = Field(default=180, description="Seconds `make up` waits for each service.")
+
+    @cached_property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI to use outside Airflow."""
+        return self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://{self.host}:{self.airflow_port}"
+
+    def masked(self) -> dict[str, str]:
+        """Every setting as text, secrets shown as ``**********``."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                out[name] = "**********" if value.get_secret_value() else ""
+            else:
+                out[name] = "" if value is None else str(value)
+        out["tracking_uri (effective)"] = self.tracking_uri
+        return out
+
+
+def get_settings() -> Settings:
+    """Settings from the current environment (a new object each call: tests patch the environment)."""
+    return Settings()

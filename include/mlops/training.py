@@ -1,0 +1,237 @@
+"""Training entrypoint: one function (and ``python -m mlops.training``) for every compute backend.
+
+Reads the training set, fits a scikit-learn pipeline (preprocessing + estimator), evaluates it on a
+stratified holdout, logs everything to MLflow and registers a new model version with alias
+``@challenger``. The result (run id, version, metrics) is returned and, with ``--output``, written as
+JSON (``/airflow/xcom/return.json`` on Kubernetes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops.data import file_sha256, load_training_frame
+from mlops.modelconfig import ModelConfig
+from mlops.registry import CHALLENGER, set_alias
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model: str
+    run_id: str
+    experiment_id: str
+    model_version: str
+    model_uri: str
+    metrics: dict[str, float]
+    train_rows: int
+    holdout_rows: int
+    data_digest: str
+    duration_s: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
+def build_pipeline(cfg: ModelConfig, params: dict[str, Any] | None = None) -> Pipeline:
+    """Preprocessing for the config's numeric and categorical features, then the estimator."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    hp = {**cfg.training.params, **(params or {})}
+    numeric = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
+    categorical = make_pipeline(
+        SimpleImputer(strategy="most_frequent"),
+        OneHotEncoder(handle_unknown="ignore", sparse_output=False, min_frequency=5),
+    )
+    pre = ColumnTransformer(
+        [("num", numeric, cfg.features.numeric), ("cat", categorical, cfg.features.categorical)],
+        remainder="drop",
+        verbose_feature_names_out=False,
+    )
+    estimators = {
+        "hist_gradient_boosting": HistGradientBoostingClassifier,
+        "random_forest": RandomForestClassifier,
+        "logistic_regression": LogisticRegression,
+    }
+    cls = estimators[cfg.training.estimator]
+    try:
+        est = cls(random_state=cfg.training.seed, **hp)
+    except TypeError as exc:
+        raise ValueError(f"invalid hyperparameters for {cfg.training.estimator}: {exc}") from exc
+    return Pipeline([("preprocess", pre), ("model", est)])
+
+
+def evaluate(
+    pipe: Pipeline, X: pd.DataFrame, y: pd.Series, cfg: ModelConfig, prefix: str = ""
+) -> dict[str, float]:
+    """Holdout metrics, plus ROC AUC per segment value (``roc_auc__<segment>__<value>``)."""
+    import numpy as np
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        brier_score_loss,
+        f1_score,
+        log_loss,
+        roc_auc_score,
+    )
+
+    proba = pipe.predict_proba(X)[:, 1]
+    pred = (proba >= cfg.training.decision_threshold).astype(int)
+    m = {
+        "roc_auc": roc_auc_score(y, proba),
+        "pr_auc": average_precision_score(y, proba),
+        "f1": f1_score(y, pred, zero_division=0),
+        "log_loss": log_loss(y, np.clip(proba, 1e-7, 1 - 1e-7), labels=[0, 1]),
+        "brier": brier_score_loss(y, proba),
+        "accuracy": accuracy_score(y, pred),
+        "positive_rate": float(np.mean(y)),
+    }
+    for seg in cfg.segments:
+        for value, idx in X.groupby(seg, observed=True).groups.items():
+            ys = y.loc[idx]
+            if ys.nunique() == 2:
+                key = f"roc_auc__{seg}__{str(value).replace(' ', '_')}"
+                m[key] = roc_auc_score(ys, proba[X.index.get_indexer(idx)])
+    return {f"{prefix}{k}": float(v) for k, v in m.items()}
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def train(
+    cfg: ModelConfig,
+    data_paths: list[str | Path],
+    tracking_uri: str,
+    *,
+    params: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+    run_name: str | None = None,
+) -> TrainResult:
+    """Fit, evaluate, log and register one model version (alias ``@challenger``)."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn.model_selection import train_test_split
+
+    t0 = time.monotonic()
+    paths = [Path(p) for p in data_paths]
+    df = load_training_frame(paths, cfg)
+    if len(df) < cfg.data.min_rows:
+        raise ValueError(f"training set has {len(df)} rows, fewer than data.min_rows={cfg.data.min_rows}")
+    y_all = df[cfg.target]
+    if y_all.isna().any() or not set(y_all.unique()) <= {0, 1}:
+        raise ValueError(f"target {cfg.target!r} must be binary 0/1 with no missing values")
+    if y_all.nunique() < 2:
+        raise ValueError(f"target {cfg.target!r} has a single class; cannot train a classifier")
+    X_all = df[cfg.features.all]
+    X_tr, X_ho, y_tr, y_ho = train_test_split(
+        X_all,
+        y_all,
+        test_size=cfg.training.holdout_fraction,
+        random_state=cfg.training.seed,
+        stratify=y_all,
+    )
+    digest = ":".join(file_sha256(p)[:16] for p in paths)
+
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.set_experiment(cfg.experiment_name)
+    all_tags = {
+        "mlops.model": cfg.name,
+        "mlops.git_commit": _git_commit(),
+        "mlops.data_digest": digest,
+        **(tags or {}),
+    }
+    pipe = build_pipeline(cfg, params)
+    with mlflow.start_run(run_name=run_name, tags=all_tags) as run:
+        hp = {**cfg.training.params, **(params or {})}
+        mlflow.log_params(
+            {
+                "estimator": cfg.training.estimator,
+                "holdout_fraction": cfg.training.holdout_fraction,
+                "seed": cfg.training.seed,
+                "decision_threshold": cfg.training.decision_threshold,
+                "n_features": len(cfg.features.all),
+                "data_files": ",".join(p.name for p in paths),
+                **{f"hp.{k}": v for k, v in hp.items()},
+            }
+        )
+        dataset = mlflow.data.from_pandas(
+            df, source=str(paths[0].resolve()), name=f"{cfg.name}-training", targets=cfg.target
+        )
+        mlflow.log_input(dataset, context="training")
+
+        log.info("fitting %s on %d rows, %d features", cfg.training.estimator, len(X_tr), X_tr.shape[1])
+        pipe.fit(X_tr, y_tr)
+        metrics = evaluate(pipe, X_ho, y_ho, cfg)
+        metrics.update(evaluate(pipe, X_tr, y_tr, cfg, prefix="train_"))
+        mlflow.log_metrics(metrics)
+        mlflow.log_metrics({"train_rows": len(X_tr), "holdout_rows": len(X_ho)})
+
+        example = X_ho.head(5)
+        info = mlflow.sklearn.log_model(
+            pipe,
+            name="model",
+            # cloudpickle on purpose: models are only ever loaded from our own registry, and skops
+            # refuses tree ensembles unless every internal type is listed as trusted.
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+            signature=infer_signature(example, pipe.predict(example)),
+            input_example=example,
+            registered_model_name=cfg.registered_model_name,
+        )
+        version = str(info.registered_model_version)
+        client = mlflow.MlflowClient(tracking_uri)
+        for k, v in all_tags.items():
+            client.set_model_version_tag(cfg.registered_model_name, version, k, v)
+        client.set_model_version_tag(cfg.registered_model_name, version, "mlops.run_id", run.info.run_id)
+        set_alias(client, cfg.registered_model_name, CHALLENGER, version)
+
+    result = TrainResult(
+        model=cfg.name,
+        run_id=run.info.run_id,
+        experiment_id=experiment.experiment_id,
+        model_version=version,
+        model_uri=f"models:/{cfg.registered_model_name}/{version}",
+        metrics={k: round(v, 6) for k, v in metrics.items() if not k.startswith("train_")},
+        train_rows=len(X_tr),
+        holdout_rows=len(X_ho),
+        data_digest=digest,
+        duration_s=round(time.monotonic() - t0, 3),
+    )
+    log.info("registered %s version %s (run %s)", cfg.name, version, run.info.run_id)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mlops.training``: same arguments as ``mlops train``."""
+    from mlops.cli import main as cli_main
+
+    return cli_main(["train", *(argv if argv is not None else sys.argv[1:])])
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through the CLI tests
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())

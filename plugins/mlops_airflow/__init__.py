@@ -1,0 +1,1 @@
+"""Airflow glue of the platform: hooks, compute backends, links. Imports ``mlops``; never the reverse."""

@@ -1,0 +1,55 @@
+"""Helpers for tests that start real services (MLflow server, Airflow processes) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from mlops import stack
+from mlops.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not healthy after {timeout}s")
+
+
+@contextmanager
+def mlflow_server(home: Path) -> Iterator[str]:
+    """A real MLflow tracking server (SQLite store, served artifacts), started exactly as `make up` does."""
+    settings = Settings(home=home, mlflow_port=free_port())
+    (home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
+    svc = next(s for s in stack.services(settings) if s.name == "mlflow")
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    uri = f"http://127.0.0.1:{settings.mlflow_port}"
+    with open(home / "mlflow.log", "wb") as log:
+        proc = subprocess.Popen(svc.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_http(f"{uri}/health")
+        yield uri
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)

@@ -1,0 +1,102 @@
+"""`make up` / `make demo` / `make down` for real: the whole local stack on spare ports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from mlops.registry import CHAMPION, alias_version
+
+from tests.helpers import free_port
+
+MLOPS = str(Path(sys.executable).parent / "mlops")
+
+
+@pytest.fixture(scope="module")
+def stack_env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stack")
+    env = {
+        **os.environ,
+        "MLOPS_HOME": str(root / "home"),
+        "MLOPS_DATA_ROOT": str(root / "data"),
+        "MLOPS_AIRFLOW_PORT": str(free_port()),
+        "MLOPS_MLFLOW_PORT": str(free_port()),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    up = subprocess.run([MLOPS, "stack", "up"], env=env, capture_output=True, text=True, timeout=400)
+    try:
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        yield env
+    finally:
+        subprocess.run([MLOPS, "stack", "down"], env=env, capture_output=True, timeout=120)
+
+
+def test_health_and_login(stack_env):
+    base = f"http://127.0.0.1:{stack_env['MLOPS_AIRFLOW_PORT']}"
+    health = httpx.get(f"{base}/api/v2/monitor/health", trust_env=False).json()
+    for part in ("metadatabase", "scheduler", "dag_processor", "triggerer"):
+        assert health[part]["status"] == "healthy", health
+    ok = httpx.post(f"{base}/auth/token", json={"username": "admin", "password": "admin"}, trust_env=False)
+    assert ok.status_code == 201 and ok.json()["access_token"]
+    bad = httpx.post(f"{base}/auth/token", json={"username": "admin", "password": "wrong"}, trust_env=False)
+    assert bad.status_code == 401
+    # the process scan used by test_down_frees_every_port sees this stack while it runs
+    assert len(_processes_with_env(f"MLOPS_HOME={stack_env['MLOPS_HOME']}".encode())) >= 5
+
+
+def test_up_twice_is_harmless(stack_env):
+    again = subprocess.run([MLOPS, "stack", "up"], env=stack_env, capture_output=True, text=True, timeout=200)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("already running") == 5
+    status = subprocess.run(
+        [MLOPS, "stack", "status"], env=stack_env, capture_output=True, text=True, timeout=60
+    )
+    assert status.returncode == 0 and status.stdout.count("healthy") == 5
+
+
+def test_demo_runs_the_main_job_through_airflow(stack_env):
+    from mlflow import MlflowClient
+
+    demo = subprocess.run(
+        [MLOPS, "demo", "--timeout", "600"], env=stack_env, capture_output=True, text=True, timeout=700
+    )
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "SUCCESS" in demo.stdout
+    for stage in ("collect_batches", "train", "gate"):
+        assert stage in demo.stdout
+    client = MlflowClient(f"http://127.0.0.1:{stack_env['MLOPS_MLFLOW_PORT']}")
+    champion = alias_version(client, "churn", CHAMPION)
+    assert champion is not None
+    assert client.get_model_version("churn", champion).tags["airflow.dag_id"] == "churn_training"
+    # The daily schedule must not fire a second run when the demo unpauses the DAG.
+    assert len(client.search_model_versions("name='churn'")) == 1
+
+
+def test_down_frees_every_port(stack_env):
+    from mlops.stack import port_in_use
+
+    down = subprocess.run(
+        [MLOPS, "stack", "down"], env=stack_env, capture_output=True, text=True, timeout=120
+    )
+    assert down.returncode == 0, down.stderr
+    for key in ("MLOPS_AIRFLOW_PORT", "MLOPS_MLFLOW_PORT"):
+        assert not port_in_use("127.0.0.1", int(stack_env[key]))
+    marker = f"MLOPS_HOME={stack_env['MLOPS_HOME']}".encode()
+    assert _processes_with_env(marker) == []
+
+
+def _processes_with_env(marker: bytes) -> list[int]:
+    """PIDs whose environment carries ``marker``: every process of this stack, children included."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found

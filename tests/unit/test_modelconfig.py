@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+from mlops.modelconfig import ModelConfigError, discover_model_configs, get_model_config, load_model_config
+from mlops.settings import BUILTIN_MODELS_DIR
+
+VALID = """
+name: {name}
+target: y
+id_column: id
+features:
+  numeric: [a, b]
+  categorical: [c]
+segments: [c]
+"""
+
+
+def write(tmp_path, text, name="m"):
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_builtin_churn_config_is_valid():
+    cfg = get_model_config("churn", BUILTIN_MODELS_DIR)
+    assert cfg.target == "churned"
+    assert 15 <= len(cfg.features.all) <= 25
+    assert cfg.gate.primary_metric == "roc_auc"
+
+
+def test_valid_minimal(tmp_path):
+    cfg = load_model_config(write(tmp_path, VALID.format(name="m")))
+    assert cfg.features.all == ["a", "b", "c"]
+    assert cfg.training.estimator == "hist_gradient_boosting"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (VALID.format(name="m").replace("target: y", "target: a"), "target 'a' must not also be a feature"),
+        (VALID.format(name="m").replace("segments: [c]", "segments: [a]"), "segments must be categorical"),
+        (VALID.format(name="m").replace("numeric: [a, b]", "numeric: [a, a]"), "features listed twice"),
+        (VALID.format(name="m") + "unknown_key: 1\n", "unknown_key"),
+        (VALID.format(name="m").replace("id_column: id\n", ""), "id_column"),
+        (VALID.format(name="m") + "training:\n  holdout_fraction: 2\n", "training.holdout_fraction"),
+        ("- just\n- a list\n", "must be a mapping"),
+        ("name: [unclosed\n", "cannot read model config"),
+    ],
+)
+def test_invalid_configs_name_the_problem(tmp_path, text, needle):
+    with pytest.raises(ModelConfigError, match=None) as exc:
+        load_model_config(write(tmp_path, text))
+    assert needle in str(exc.value)
+    assert "m.yaml" in str(exc.value)
+
+
+def test_name_must_match_file(tmp_path):
+    with pytest.raises(ModelConfigError, match="must match the file name"):
+        load_model_config(write(tmp_path, VALID.format(name="other"), name="m"))
+
+
+def test_unknown_model_lists_known(tmp_path):
+    write(tmp_path, VALID.format(name="m"))
+    assert list(discover_model_configs(tmp_path)) == ["m"]
+    with pytest.raises(ModelConfigError, match="known: m"):
+        get_model_config("x", tmp_path)
