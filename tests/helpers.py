@@ -46,7 +46,9 @@ def mlflow_server(home: Path) -> Iterator[str]:
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     uri = f"http://127.0.0.1:{settings.mlflow_port}"
     with open(home / "mlflow.log", "wb") as log:
-        proc = subprocess.Popen(svc.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            svc.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         wait_http(f"{uri}/health")
         yield uri

@@ -26,7 +26,9 @@ BUILTIN_MODELS_DIR = Path(__file__).resolve().parent / "model_configs"
 class Settings(BaseSettings):
     """Effective configuration. Field names map to ``MLOPS_<NAME>`` variables."""
 
-    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="MLOPS_", extra="ignore", env_file=REPO_ROOT / ".env", env_file_encoding="utf-8"
+    )
 
     home: Path = Field(
         default=REPO_ROOT / ".mlops",
