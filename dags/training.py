@@ -9,8 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
-from mlops.modelconfig import ModelConfig, discover_model_configs, load_model_config
-from mlops.settings import get_settings
+from mlops.modelconfig import ModelConfig, discover_model_configs, load_model_config, models_dir_from_env
 
 DOC = """
 ### {name}: training pipeline
@@ -31,7 +30,7 @@ version of the registered model **`{name}`** (alias `@challenger`), then applies
 
 
 def build_training_dag(cfg: ModelConfig, config_path: str) -> None:
-    backend = cfg.training.backend or get_settings().training_backend
+    backend = cfg.training.backend or "MLOPS_TRAINING_BACKEND (default local)"
 
     @dag(
         dag_id=f"{cfg.name}_training",
@@ -69,6 +68,7 @@ def build_training_dag(cfg: ModelConfig, config_path: str) -> None:
         def collect_batches() -> list[str]:
             """Batches waiting in the model's landing folder."""
             from mlops.pipeline import landing_dir, list_batches
+            from mlops.settings import get_settings
 
             data_root = get_settings().data_root
             batches = list_batches(data_root, cfg.name)
@@ -84,9 +84,11 @@ def build_training_dag(cfg: ModelConfig, config_path: str) -> None:
         @task
         def train(batches: list[str], params: dict | None = None, ti=None, dag_run=None) -> dict:
             """Run the training entrypoint on the configured compute backend."""
+            from mlops.settings import get_settings
             from mlops_airflow.compute import run_local_training
             from mlops_airflow.hooks import MlflowHook
 
+            backend = cfg.training.backend or get_settings().training_backend
             if backend != "local":
                 from airflow.sdk.exceptions import AirflowFailException
 
@@ -135,5 +137,5 @@ def build_training_dag(cfg: ModelConfig, config_path: str) -> None:
 
 
 # A broken config raises ModelConfigError here: an import error naming the file and the field.
-for _path in discover_model_configs(get_settings().models_dir).values():
+for _path in discover_model_configs(models_dir_from_env()).values():
     build_training_dag(load_model_config(_path), str(_path))

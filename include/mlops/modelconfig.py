@@ -6,12 +6,16 @@ here. DAGs are generated per config file (``<name>_training``, ...).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+#: Model configs shipped with the package (the default of ``MLOPS_MODELS_DIR``).
+BUILTIN_MODELS_DIR = Path(__file__).resolve().parent / "model_configs"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -125,6 +129,15 @@ def load_model_config(path: str | Path) -> ModelConfig:
             f"model config {path}: name {cfg.name!r} must match the file name {path.stem!r}"
         )
     return cfg
+
+
+def models_dir_from_env() -> Path:
+    """``MLOPS_MODELS_DIR`` resolved like :class:`mlops.settings.Settings` does, for DAG parse time.
+
+    DAG files call this instead of building Settings: pydantic-settings alone costs ~0.1 s to import,
+    the whole budget of a DAG file.
+    """
+    return Path(os.environ.get("MLOPS_MODELS_DIR") or BUILTIN_MODELS_DIR)
 
 
 def discover_model_configs(models_dir: str | Path) -> dict[str, Path]:

@@ -17,10 +17,10 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlops.modelconfig import BUILTIN_MODELS_DIR
+
 #: The repository root when running from a checkout (include/mlops/settings.py -> repo).
 REPO_ROOT = Path(__file__).resolve().parents[2]
-#: Model configs shipped with the package.
-BUILTIN_MODELS_DIR = Path(__file__).resolve().parent / "model_configs"
 
 
 class Settings(BaseSettings):

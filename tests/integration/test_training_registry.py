@@ -10,10 +10,9 @@ import pytest
 import yaml
 from mlops.datagen import generate_churn, write_frame
 from mlops.gate import GateFailed
-from mlops.modelconfig import load_model_config
+from mlops.modelconfig import BUILTIN_MODELS_DIR, load_model_config
 from mlops.pipeline import gate_and_promote
 from mlops.registry import CHALLENGER, CHAMPION, PREVIOUS, alias_version
-from mlops.settings import BUILTIN_MODELS_DIR
 
 
 @pytest.fixture

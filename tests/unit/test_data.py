@@ -3,8 +3,7 @@ from __future__ import annotations
 import pytest
 from mlops.data import BatchReadError, file_sha256, load_training_frame, read_batch
 from mlops.datagen import generate_churn
-from mlops.modelconfig import get_model_config
-from mlops.settings import BUILTIN_MODELS_DIR
+from mlops.modelconfig import BUILTIN_MODELS_DIR, get_model_config
 
 
 @pytest.fixture

@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import pytest
 from mlops.datagen import DRIFTED_FEATURES, generate_churn, write_frame
-from mlops.modelconfig import get_model_config
-from mlops.settings import BUILTIN_MODELS_DIR
+from mlops.modelconfig import BUILTIN_MODELS_DIR, get_model_config
 
 
 def test_schema_matches_churn_config():

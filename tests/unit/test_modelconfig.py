@@ -1,8 +1,13 @@
 from __future__ import annotations
 
 import pytest
-from mlops.modelconfig import ModelConfigError, discover_model_configs, get_model_config, load_model_config
-from mlops.settings import BUILTIN_MODELS_DIR
+from mlops.modelconfig import (
+    BUILTIN_MODELS_DIR,
+    ModelConfigError,
+    discover_model_configs,
+    get_model_config,
+    load_model_config,
+)
 
 VALID = """
 name: {name}

@@ -58,3 +58,12 @@ def test_generate_writes_batch_and_refuses_overwrite(tmp_path, capsys):
 def test_unknown_model_is_a_clear_error(capsys, tmp_path):
     assert main(["generate", "--model", "nope", "--rows", "3", "--out", str(tmp_path / "x.csv")]) == 1
     assert "no data generator for model 'nope'" in capsys.readouterr().err
+
+
+def test_parse_time_models_dir_agrees_with_settings(monkeypatch, tmp_path):
+    from mlops.modelconfig import BUILTIN_MODELS_DIR, models_dir_from_env
+
+    monkeypatch.delenv("MLOPS_MODELS_DIR", raising=False)
+    assert models_dir_from_env() == Settings().models_dir == BUILTIN_MODELS_DIR
+    monkeypatch.setenv("MLOPS_MODELS_DIR", str(tmp_path))
+    assert models_dir_from_env() == Settings().models_dir == tmp_path
