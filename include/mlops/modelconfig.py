@@ -39,11 +39,58 @@ class Features(_Strict):
 
 class DataConfig(_Strict):
     generator: str | None = None
-    min_rows: int = Field(default=100, ge=1)
+    min_rows: int = Field(default=100, ge=1, description="fewest rows a training set may have")
+    training_window: int = Field(default=5, ge=1, description="train on the N most recent accepted batches")
+
+
+class ColumnRule(_Strict):
+    """Expectations on one column beyond its type: range, allowed values, null rate."""
+
+    min: float | None = None
+    max: float | None = None
+    values: list[str] | None = None
+    max_null_fraction: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class ValidationConfig(_Strict):
+    """What a batch must satisfy before it is accepted (Great Expectations suite built from this)."""
+
+    row_count_min: int = Field(default=1, ge=1)
+    row_count_max: int | None = Field(default=None, ge=1)
+    target_rate_min: float = Field(default=0.0, ge=0.0, le=1.0)
+    target_rate_max: float = Field(default=1.0, ge=0.0, le=1.0)
+    max_null_fraction: float = Field(default=0.0, ge=0.0, le=1.0, description="default for every feature")
+    columns: dict[str, ColumnRule] = Field(default_factory=dict)
+
+
+class DockerConfig(_Strict):
+    image: str = "localhost/mlops-train:latest"
+    network_mode: str = "host"
+    mem_limit: str | None = None
+
+
+class KubernetesConfig(_Strict):
+    image: str = "localhost/mlops-train:latest"
+    namespace: str = "mlops"
+    service_account: str | None = "mlops-training"
+    cpu_request: str = "1"
+    cpu_limit: str = "2"
+    memory_request: str = "2Gi"
+    memory_limit: str = "4Gi"
+    gpus: int = Field(default=0, ge=0, description="nvidia.com/gpu limit; 0 = none")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    mlflow_secret: str | None = Field(
+        default="mlflow-credentials",
+        description="Secret whose keys become env vars (MLFLOW_TRACKING_URI/USERNAME/PASSWORD)",
+    )
+    startup_timeout_seconds: int = Field(default=600, ge=1)
 
 
 class TrainingConfig(_Strict):
     backend: Literal["local", "docker", "kubernetes"] | None = None
+    docker: DockerConfig = Field(default_factory=DockerConfig)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
     estimator: Literal["hist_gradient_boosting", "random_forest", "logistic_regression"] = (
         "hist_gradient_boosting"
     )
@@ -55,8 +102,15 @@ class TrainingConfig(_Strict):
 
 class GateConfig(_Strict):
     primary_metric: str = "roc_auc"
-    min: dict[str, float] = Field(default_factory=dict)
-    max: dict[str, float] = Field(default_factory=dict)
+    min: dict[str, float] = Field(default_factory=dict, description="absolute lower bounds")
+    max: dict[str, float] = Field(default_factory=dict, description="absolute upper bounds")
+    min_improvement: float = Field(default=0.0, description="primary metric gain over @champion required")
+    max_regression: dict[str, float] = Field(
+        default_factory=dict, description="largest allowed worsening of other metrics vs @champion"
+    )
+    bootstrap_samples: int = Field(default=500, ge=0, description="0 disables the confidence interval")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    max_overfit_gap: float | None = Field(default=0.1, description="train - holdout of the primary metric")
 
 
 class ModelConfig(_Strict):
@@ -71,6 +125,7 @@ class ModelConfig(_Strict):
     features: Features
     segments: list[str] = Field(default_factory=list)
     data: DataConfig = Field(default_factory=DataConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
 
@@ -95,6 +150,14 @@ class ModelConfig(_Strict):
         unknown = [s for s in self.segments if s not in self.features.categorical]
         if unknown:
             raise ValueError(f"segments must be categorical features; unknown: {unknown}")
+        stray = [c for c in self.validation.columns if c not in feats]
+        if stray:
+            raise ValueError(f"validation.columns names columns that are not features: {stray}")
+        v = self.validation
+        if v.target_rate_min > v.target_rate_max:
+            raise ValueError("validation.target_rate_min must not exceed target_rate_max")
+        if v.row_count_max is not None and v.row_count_min > v.row_count_max:
+            raise ValueError("validation.row_count_min must not exceed row_count_max")
         return self
 
     @property
