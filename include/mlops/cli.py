@@ -167,7 +167,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)
-    print(text)
+    # The last stdout line is the compact JSON result: DockerOperator pushes it as the task's XCom.
+    print(json.dumps(json.loads(text), sort_keys=True), flush=True)
     return 0
 
 

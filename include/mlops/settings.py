@@ -61,6 +61,10 @@ class Settings(BaseSettings):
         default="local",
         description="Default compute backend for training when a model config does not choose one.",
     )
+    docker_url: str = Field(
+        default="unix:///run/podman/podman.sock",
+        description="Docker-API engine for the docker training backend (Docker or Podman socket).",
+    )
     start_timeout: int = Field(default=180, description="Seconds `make up` waits for each service.")
 
     @cached_property
