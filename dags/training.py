@@ -8,134 +8,275 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param, dag, task
-from mlops.modelconfig import ModelConfig, discover_model_configs, load_model_config, models_dir_from_env
+from airflow.sdk import Asset, Metadata, Param, dag, task
+from mlops import defaults
+from mlops.modelconfig import ModelConfig, discover_model_configs, load_model_config, offered_backends
 
 DOC = """
 ### {name}: training pipeline
 
 {description}
 
-**What it does**: collects the batches waiting in `landing/{name}/`, trains `{estimator}` through the
-`mlops train` entrypoint on the **{backend}** backend, logs the run to MLflow and registers a new
-version of the registered model **`{name}`** (alias `@challenger`), then applies the metric gate
-(absolute bounds from the model config). Pass: the version becomes `@champion` (the former one
-`@previous`). Fail: the run fails at `gate` with the reasons; `@champion` is untouched.
+1. **validate**: every batch waiting in `landing/{name}/` is checked by a Great Expectations suite
+   built from the model config (Data Docs: the task's *Data Docs* button). A failing or unreadable
+   batch is moved byte-for-byte to `quarantine/{name}/` with its report, and the run fails here.
+2. **version**: accepted batches go into the DVC data repository (one commit each, pushed to the
+   DVC remote); the same bytes twice are a no-op. No new batch: the run stops here (skipped), unless
+   *train_without_new_data* is set.
+3. **train_&lt;backend&gt;**: `mlops train` on the {window} most recent batches at that DVC revision,
+   on the backend chosen by the form or the config ({backends}). MLflow run + a new version of
+   **`{name}`** with alias `@challenger`.
+4. **judge**: absolute bounds, overfitting, and comparison with `@champion` on the same holdout
+   (paired bootstrap). The decision is recorded on the version.
+5. **promote** (`@champion` moves, the former gets `@previous`) or **reject_model** (the run fails
+   there: a rejected model, not a crash; `@champion` untouched).
 
-**Trigger by hand**: *Trigger* in the UI (the form accepts hyperparameter overrides), or
-`airflow dags trigger {name}_training`.
-
-**Config**: `{config}`. Owner: {owner}.
+Trigger by hand with the form, or `airflow dags trigger {name}_training`. Config: `{config}`.
 """
 
 
-def build_training_dag(cfg: ModelConfig, config_path: str) -> None:
-    backend = cfg.training.backend or "MLOPS_TRAINING_BACKEND (default local)"
+def validated_data_asset(model: str) -> Asset:
+    return Asset(name=f"{model}_validated_data", uri=f"mlops://{model}/validated-data", group="data")
+
+
+def candidate_model_asset(model: str) -> Asset:
+    return Asset(name=f"{model}_candidate_model", uri=f"mlops://{model}/candidate-model", group="model")
+
+
+def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: list[str]) -> None:
+    backends = offered_backends(cfg, platform_backends)
+    default_backend = cfg.training.backend if cfg.training.backend in backends else backends[0]
+    validated, candidate = validated_data_asset(cfg.name), candidate_model_asset(cfg.name)
 
     @dag(
         dag_id=f"{cfg.name}_training",
-        schedule=cfg.schedule,
         # No start_date: the first scheduled run is the next one in the future, so unpausing the DAG
         # (as `make demo` does) never fires a surprise run for the interval that just passed.
+        schedule=cfg.schedule,
         catchup=False,
         max_active_runs=1,
+        render_template_as_native_obj=True,
         tags=[f"model:{cfg.name}", "stage:training"],
         doc_md=DOC.format(
             name=cfg.name,
             description=cfg.description,
-            estimator=cfg.training.estimator,
-            backend=backend,
+            window=cfg.data.training_window,
+            backends=", ".join(backends),
             config=config_path,
-            owner=cfg.owner,
         ),
         default_args={
             "owner": cfg.owner,
             "retries": 2,
-            "retry_delay": timedelta(seconds=20),
+            "retry_delay": timedelta(seconds=15),
             "retry_exponential_backoff": True,
         },
         params={
+            "backend": Param(
+                default_backend,
+                enum=backends,
+                title="Training backend",
+                description="Where `mlops train` runs. Offered: the model's backends that MLOPS_TRAINING_BACKENDS enables.",
+            ),
+            "training_window": Param(
+                cfg.data.training_window, type="integer", minimum=1, title="Training window (batches)"
+            ),
             "hyperparameters": Param(
                 {},
                 type="object",
                 title="Hyperparameter overrides",
-                description=f'Merged over the config\'s params for {cfg.training.estimator}, e.g. {{"max_iter": 300}}.',
+                description=f"Merged over the config's params for {cfg.training.estimator}.",
+            ),
+            "force_promote": Param(
+                False,
+                type="boolean",
+                title="Force promote",
+                description="Promote even if the gate fails (recorded).",
+            ),
+            "train_without_new_data": Param(
+                False, type="boolean", title="Train even when no new batch arrived"
             ),
         },
     )
     def training_dag() -> None:
         @task
-        def collect_batches() -> list[str]:
-            """Batches waiting in the model's landing folder."""
-            from mlops.pipeline import landing_dir, list_batches
+        def validate(ti=None) -> list[str]:
+            """Great Expectations on every waiting batch; bad ones to quarantine and the run fails."""
+            from airflow.sdk import conf
+            from airflow.sdk.exceptions import AirflowFailException
+            from mlops.pipeline import validate_landing
+            from mlops.settings import get_settings
+            from mlops_airflow.links import DataDocsLink, publish_link
+            from mlops_airflow.reports_app import report_url
+
+            s = get_settings()
+            check = validate_landing(cfg, s.data_root, s.reports_root)
+            if check.docs:
+                base = conf.get("api", "base_url", fallback=s.airflow_url)
+                publish_link(ti, DataDocsLink, report_url(base, s.reports_root, check.docs[-1]))
+            if check.rejected:
+                raise AirflowFailException(check.error_message())
+            return check.good
+
+        @task(outlets=[validated])
+        def version(batches: list[str], params=None):
+            """Accepted batches into the DVC repo; the training set (window) at the new revision."""
+            from airflow.sdk.exceptions import AirflowSkipException
+            from mlops.pipeline import data_repo, version_batches
             from mlops.settings import get_settings
 
-            data_root = get_settings().data_root
-            batches = list_batches(data_root, cfg.name)
-            if not batches:
+            s = get_settings()
+            repo = data_repo(s)
+            repo.ensure()
+            accepted = version_batches(cfg, repo, batches, s.data_root)
+            new = [a for a in accepted if not a.duplicate]
+            if not new and not params["train_without_new_data"]:
+                raise AirflowSkipException(
+                    f"no new batch for {cfg.name} ({len(accepted)} duplicate(s)); nothing to train. "
+                    "Set train_without_new_data to retrain anyway."
+                )
+            ts = repo.training_set(cfg.name, int(params["training_window"]))
+            yield Metadata(validated, {"rev": ts.rev, "digest": ts.digest, "paths": list(ts.paths)})
+            return {"training_set": ts.to_dict(), "new_batches": [a.to_dict() for a in new]}
+
+        @task
+        def prepare_training(versioned: dict, params=None, ti=None, dag_run=None) -> dict:
+            """The entrypoint's command line and environment, for whichever backend runs it."""
+            from mlops.settings import get_settings
+            from mlops.training import entrypoint_argv
+            from mlops_airflow.hooks import MlflowHook
+
+            s = get_settings()
+            backend = params["backend"]
+            if backend not in backends:
                 from airflow.sdk.exceptions import AirflowFailException
 
                 raise AirflowFailException(
-                    f"no batch files (.csv/.parquet) in {landing_dir(data_root, cfg.name)}; "
-                    f"land one, e.g. `mlops generate --model {cfg.name} --rows 5000 --out <that folder>/batch.csv`"
+                    f"backend {backend!r} is not offered for {cfg.name} (offered: {backends})"
                 )
-            return [str(b) for b in batches]
-
-        @task
-        def train(batches: list[str], params: dict | None = None, ti=None, dag_run=None) -> dict:
-            """Run the training entrypoint on the configured compute backend."""
-            from mlops.settings import get_settings
-            from mlops_airflow.compute import run_local_training
-            from mlops_airflow.hooks import MlflowHook
-
-            backend = cfg.training.backend or get_settings().training_backend
-            if backend != "local":
-                from airflow.sdk.exceptions import AirflowFailException
-
-                raise AirflowFailException(f"training backend {backend!r} is not available yet; use 'local'")
             tags = {
                 "airflow.dag_id": dag_run.dag_id,
                 "airflow.run_id": dag_run.run_id,
                 "airflow.try_number": str(ti.try_number),
             }
-            return run_local_training(
+            if params["force_promote"]:
+                tags["mlops.force_promote"] = "requested"
+            argv = entrypoint_argv(
                 cfg.name,
-                batches,
-                env=MlflowHook().env(),
+                versioned["training_set"],
+                fetch=backend == "kubernetes",
+                models_dir=None if backend == "kubernetes" else str(s.models_dir),
                 tags=tags,
-                params=(params or {}).get("hyperparameters") or None,
-                models_dir=str(get_settings().models_dir),
+                params=params["hyperparameters"] or None,
+                output="/airflow/xcom/return.json" if backend == "kubernetes" else None,
+            )
+            env = {} if backend == "kubernetes" else MlflowHook().env()
+            return {"backend": backend, "argv": argv, "env": env}
+
+        spec = prepare_training(version(validate()))
+
+        @task.branch
+        def choose_backend(spec: dict) -> str:
+            return f"train_{spec['backend']}"
+
+        @task
+        def train_local(spec: dict) -> dict:
+            """The training entrypoint as a child process of this task."""
+            from mlops_airflow.compute import run_local_training
+
+            return run_local_training(spec["argv"], spec["env"])
+
+        train_tasks = {"local": train_local(spec)}
+        # Container backends: the providers' operators configured from the model config.
+        if "docker" in backends:
+            from mlops_airflow.backends import docker_training_operator
+
+            train_tasks["docker"] = docker_training_operator(
+                cfg, task_id="train_docker", spec_xcom=spec, mounts=[str(defaults.data_root())]
+            )
+        if "kubernetes" in backends:
+            from mlops_airflow.backends import kubernetes_training_operator
+
+            train_tasks["kubernetes"] = kubernetes_training_operator(
+                cfg, task_id="train_kubernetes", spec_xcom=spec
             )
 
-        @task(retries=0, doc_md="Decision task: a failed gate is a rejected model and never retries.")
-        def gate(trained: dict) -> dict:
-            """Metric gate on the new version; promote to @champion when it passes."""
-            from airflow.sdk.exceptions import AirflowFailException
-            from mlops.gate import GateFailed
-            from mlops.pipeline import gate_and_promote
+        @task(trigger_rule="none_failed_min_one_success")
+        def collect_result(ti=None) -> dict:
+            """The training result of whichever backend ran, with links to MLflow."""
+            from mlops_airflow.backends import training_result
+            from mlops_airflow.hooks import MlflowHook
+            from mlops_airflow.links import (
+                MlflowModelVersionLink,
+                MlflowRunLink,
+                mlflow_run_url,
+                mlflow_version_url,
+                publish_link,
+            )
+
+            results = [r for r in ti.xcom_pull(task_ids=[f"train_{b}" for b in backends]) if r]
+            if not results:
+                from airflow.sdk.exceptions import AirflowFailException
+
+                raise AirflowFailException("no training task produced a result")
+            result = training_result(results[0])
+            uri = MlflowHook().tracking_uri()
+            publish_link(ti, MlflowRunLink, mlflow_run_url(uri, result["experiment_id"], result["run_id"]))
+            publish_link(
+                ti, MlflowModelVersionLink, mlflow_version_url(uri, cfg.name, result["model_version"])
+            )
+            return result
+
+        @task(
+            retries=0, doc_md="Decision task: the gate is judged once; infrastructure errors fail it loudly."
+        )
+        def judge(trained: dict) -> dict:
+            """The metric gate; the decision is recorded on the model version either way."""
+            from mlops.pipeline import judge_candidate
             from mlops_airflow.hooks import MlflowHook
 
-            try:
-                outcome = gate_and_promote(
-                    cfg, MlflowHook().tracking_uri(), trained["model_version"], trained["run_id"]
-                )
-            except GateFailed as exc:
-                raise AirflowFailException(
-                    f"model version {trained['model_version']} rejected: {exc}"
-                ) from exc
-            return {
-                "decision": outcome.result.decision,
-                "reasons": outcome.result.reasons,
-                "version": outcome.version,
-                "promoted": outcome.promoted,
-                "former_champion": outcome.former_champion,
-            }
+            result = judge_candidate(
+                cfg, MlflowHook().tracking_uri(), trained["model_version"], trained["run_id"]
+            )
+            return {**result.to_dict(), "summary": str(result), "version": trained["model_version"]}
 
-        gate(train(collect_batches()))
+        @task.branch
+        def decide(verdict: dict, params=None) -> str:
+            return "promote" if verdict["decision"] == "passed" or params["force_promote"] else "reject_model"
+
+        @task(outlets=[candidate])
+        def promote(verdict: dict, params=None):
+            """@champion moves to the new version; the former champion becomes @previous."""
+            from mlops.pipeline import promote_candidate
+            from mlops_airflow.hooks import MlflowHook
+
+            forced = verdict["decision"] != "passed"
+            former = promote_candidate(cfg, MlflowHook().tracking_uri(), verdict["version"], forced=forced)
+            yield Metadata(candidate, {"model": cfg.name, "version": verdict["version"], "forced": forced})
+            return {"champion": verdict["version"], "previous": former, "forced": forced}
+
+        @task(retries=0, doc_md="Decision task: a rejected model fails the run here, never retried.")
+        def reject_model(verdict: dict) -> None:
+            """The candidate loses @challenger; the run fails with the gate's reasons."""
+            from airflow.sdk.exceptions import AirflowFailException
+            from mlops.pipeline import reject_candidate
+            from mlops_airflow.hooks import MlflowHook
+
+            reject_candidate(cfg, MlflowHook().tracking_uri(), verdict["version"])
+            raise AirflowFailException(
+                f"MODEL REJECTED: version {verdict['version']} of {cfg.name}. {verdict['summary']}"
+            )
+
+        choice = choose_backend(spec)
+        result = collect_result()
+        for name in backends:
+            choice >> train_tasks[name] >> result
+        verdict = judge(result)
+        decide(verdict) >> [promote(verdict), reject_model(verdict)]
 
     training_dag()
 
 
 # A broken config raises ModelConfigError here: an import error naming the file and the field.
-for _path in discover_model_configs(models_dir_from_env()).values():
-    build_training_dag(load_model_config(_path), str(_path))
+_platform_backends = defaults.training_backends()
+for _path in discover_model_configs(defaults.models_dir()).values():
+    build_training_dag(load_model_config(_path), str(_path), _platform_backends)

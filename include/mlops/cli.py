@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from mlops import __version__
@@ -62,7 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train, evaluate, log to MLflow and register a @challenger version")
     t.add_argument("--model", required=True)
-    t.add_argument("--data", action="append", required=True, type=Path, help="batch file (repeatable)")
+    t.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        type=Path,
+        help="batch file (repeatable); a relative path with --dvc-repo is fetched through DVC at --dvc-rev",
+    )
+    t.add_argument("--dvc-repo", help="data repository (path or git URL) the training set is versioned in")
+    t.add_argument("--dvc-rev", help="revision of the data repository (recorded as lineage)")
+    t.add_argument("--data-digest", help="digest of the training set (recorded as lineage)")
     t.add_argument("--models-dir", type=Path, help="folder of model configs (default: MLOPS_MODELS_DIR)")
     t.add_argument(
         "--tracking-uri", help="MLflow server (default: MLFLOW_TRACKING_URI, then the local stack)"
@@ -160,9 +170,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
     settings = get_settings()
     cfg = get_model_config(args.model, args.models_dir or settings.models_dir)
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or settings.tracking_uri
-    result = train(
-        cfg, args.data, tracking_uri, params=args.params, tags=dict(args.tag), run_name=args.run_name
-    )
+    lineage = {
+        k: v
+        for k, v in (
+            ("dvc_repo", args.dvc_repo),
+            ("dvc_rev", args.dvc_rev),
+            ("data_digest", args.data_digest),
+        )
+        if v
+    }
+    with tempfile.TemporaryDirectory(prefix="mlops-data-") as tmp:
+        paths = list(args.data)
+        relative = [str(p) for p in paths if not p.is_absolute()]
+        if relative and args.dvc_repo:
+            from mlops.versioning import fetch_training_set
+
+            if not args.dvc_rev:
+                raise ValueError("--dvc-rev is required to fetch relative --data paths from --dvc-repo")
+            fetched = iter(fetch_training_set(args.dvc_repo, args.dvc_rev, relative, tmp))
+            paths = [p if p.is_absolute() else next(fetched) for p in paths]
+        result = train(
+            cfg,
+            paths,
+            tracking_uri,
+            params=args.params,
+            tags=dict(args.tag),
+            run_name=args.run_name,
+            lineage=lineage,
+        )
     text = result.to_json()
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 DRIFTED_FEATURES = ("monthly_charges", "support_calls_90d", "data_usage_gb", "contract_type")
-GENERATORS = ("churn",)
+GENERATORS = ("churn", "breast_cancer")
 
 
 def generate_churn(rows: int, seed: int = 0, drift: float = 0.0) -> pd.DataFrame:
@@ -125,11 +125,39 @@ def generate_churn(rows: int, seed: int = 0, drift: float = 0.0) -> pd.DataFrame
     )
 
 
+def generate_breast_cancer(rows: int, seed: int = 0, drift: float = 0.0) -> pd.DataFrame:
+    """Batches of scikit-learn's bundled Wisconsin breast-cancer data (569 real cases), framed as binary.
+
+    Rows are drawn with replacement from the real cases (ids stay unique per batch); the target
+    ``malignant`` is 1 for malignant tumours. ``drift`` scales every ``mean_*`` feature by
+    ``1 + 0.2 x drift``. The second model config of the platform runs on it, unchanged code.
+    """
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+
+    if rows < 0:
+        raise ValueError(f"rows must be >= 0, got {rows}")
+    if not 0.0 <= drift <= 5.0:
+        raise ValueError(f"drift must be between 0 and 5, got {drift}")
+    data = load_breast_cancer(as_frame=True)
+    X = data.data.rename(columns=lambda c: c.replace(" ", "_"))
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(X), rows, replace=rows > len(X))  # real cases, each once when they suffice
+    out = X.iloc[idx].reset_index(drop=True)
+    if drift:
+        mean_cols = [c for c in out.columns if c.startswith("mean_")]
+        out[mean_cols] = out[mean_cols] * (1.0 + 0.2 * drift)
+    out.insert(0, "case_id", [f"P{seed:04d}-{i:07d}" for i in range(rows)])
+    out["malignant"] = (1 - data.target.to_numpy()[idx]).astype(int)
+    return out
+
+
 def generate(model: str, rows: int, seed: int = 0, drift: float = 0.0) -> pd.DataFrame:
     """Generate a batch for a model that has a built-in generator."""
-    if model != "churn":
+    generators = {"churn": generate_churn, "breast_cancer": generate_breast_cancer}
+    if model not in generators:
         raise ValueError(f"no data generator for model {model!r} (available: {', '.join(GENERATORS)})")
-    return generate_churn(rows, seed=seed, drift=drift)
+    return generators[model](rows, seed=seed, drift=drift)
 
 
 def write_frame(df: pd.DataFrame, out: str | Path) -> Path:

@@ -1,19 +1,44 @@
-"""``mlops demo``: run the platform's main job through Airflow, the way a user would, and report.
+"""``mlops demo``: the training pipeline end to end through Airflow, the way a user drives it.
 
-Lands a demo batch when the model's landing folder is empty, triggers ``<model>_training`` through
-the REST API, follows its tasks live, then prints each stage with outcome and duration and links to
-the run in the Airflow UI and in MLflow. Exit 0 on success; otherwise 1 with the failing stage named.
+Three acts, each a real DAG run triggered through the REST API and followed live:
+
+1. a new batch lands -> validated, versioned with DVC, trained, gated -> the first ``@champion``
+   (or, when a champion exists already, a challenger judged against it);
+2. another batch lands -> a challenger is trained and judged against ``@champion`` on the same
+   holdout: promoted or rejected, with the gate's reasons;
+3. a corrupt batch lands -> refused by Great Expectations, moved intact to quarantine, nothing
+   trained, ``@champion`` untouched.
+
+Then a summary: each run's stages with outcome and duration, the decisions, links to the Airflow
+UI and MLflow. Exit 0 when every act ended as expected, 1 naming the act and stage that did not.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from mlops.airflow_api import AirflowAPI
 from mlops.settings import Settings
+
+DEMO_ROWS = 5000
+
+
+@dataclass
+class Act:
+    title: str
+    expect: str  # "trained" (success or a rejected model) | "refused" (failed at validate)
+    run_id: str = ""
+    state: str = ""
+    wall: float = 0.0
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    verdict: dict[str, Any] | None = None
+    trained: dict[str, Any] | None = None
+    ok: bool = False
+    problem: str = ""
 
 
 def _duration(ti: dict[str, Any]) -> float | None:
@@ -25,83 +50,123 @@ def _duration(ti: dict[str, Any]) -> float | None:
     return None
 
 
-def ensure_demo_batch(settings: Settings, model: str) -> list[str]:
-    """Land one generated batch when the landing folder holds none. Returns the batches waiting."""
-    from mlops.datagen import GENERATORS, generate, write_frame
-    from mlops.pipeline import landing_dir, list_batches
+def land_good(settings: Settings, model: str, seed: int) -> Path:
+    from mlops.datagen import generate, write_frame
+    from mlops.pipeline import landing_dir
 
-    batches = list_batches(settings.data_root, model)
-    if batches or model not in GENERATORS:
-        return [str(b) for b in batches]
-    out = landing_dir(settings.data_root, model) / "batch-0001.csv"
-    write_frame(generate(model, rows=5000, seed=1), out)
-    print(f"• landed a demo batch: {out} (5000 rows, `mlops generate --model {model} --rows 5000 --seed 1`)")
-    return [str(out)]
+    out = landing_dir(settings.data_root, model) / f"batch-{datetime.now(UTC):%Y%m%dT%H%M%S}-s{seed}.csv"
+    write_frame(generate(model, rows=DEMO_ROWS, seed=seed), out)
+    return out
 
 
-def run_demo(settings: Settings, model: str = "churn", timeout: int = 900) -> int:
-    dag_id = f"{model}_training"
-    batches = ensure_demo_batch(settings, model)
-    print(f"• {len(batches)} batch(es) waiting in {settings.data_root / 'landing' / model}")
+def land_corrupt(settings: Settings, model: str, seed: int) -> Path:
+    """A batch a real pipeline meets: an upstream bug put ages of 400 in 1 % of rows and dropped a column."""
+    from mlops.datagen import generate, write_frame
+    from mlops.pipeline import landing_dir
 
-    api = AirflowAPI(settings.airflow_url, settings.admin_user, settings.admin_password.get_secret_value())
-    api.wait_for_dag(dag_id, timeout=180)
-    api.set_paused(dag_id, False)
-    run = api.trigger(dag_id, conf={}, note="triggered by `make demo`")
-    run_id = run["dag_run_id"]
-    print(f"• triggered {dag_id}, run {run_id}")
-    print(f"  follow it live: {api.ui_run_url(dag_id, run_id)}")
+    df = generate(model, rows=1000, seed=seed)
+    if "age" in df.columns:
+        df.loc[df.index % 100 == 0, "age"] = 400
+    df = df.drop(columns=[df.columns[1]])
+    out = landing_dir(settings.data_root, model) / f"batch-{datetime.now(UTC):%Y%m%dT%H%M%S}-corrupt.csv"
+    write_frame(df, out)
+    return out
+
+
+def _run(api: AirflowAPI, dag_id: str, act: Act, timeout: int) -> None:
+    run = api.trigger(dag_id, conf={}, note=f"make demo: {act.title}")
+    act.run_id = run["dag_run_id"]
+    print(f"  run {act.run_id}\n  live: {api.ui_run_url(dag_id, act.run_id)}", flush=True)
     t0 = time.monotonic()
 
     def on_change(ti: dict[str, Any]) -> None:
-        print(
-            f"  [{time.monotonic() - t0:6.1f}s] {ti['task_id']:<20} {ti.get('state') or 'none'}", flush=True
+        state = ti.get("state")
+        if state in ("running", "success", "failed", "skipped", "upstream_failed", "up_for_retry"):
+            print(f"  [{time.monotonic() - t0:6.1f}s] {ti['task_id']:<18} {state}", flush=True)
+
+    final = api.wait_for_run(dag_id, act.run_id, timeout=timeout, on_change=on_change)
+    act.wall = time.monotonic() - t0
+    act.state = final["state"]
+    act.tasks = sorted(api.task_instances(dag_id, act.run_id), key=lambda t: t.get("start_date") or "9999")
+    act.verdict = api.xcom(dag_id, act.run_id, "judge")
+    act.trained = api.xcom(dag_id, act.run_id, "collect_result")
+
+
+def _judge(act: Act) -> None:
+    states = {t["task_id"]: t.get("state") for t in act.tasks}
+    failed = [t for t, s in states.items() if s in ("failed", "upstream_failed")]
+    if act.expect == "refused":
+        act.ok = states.get("validate") == "failed" and not any(
+            states.get(t) == "success" for t in states if t.startswith("train_")
         )
+        act.problem = "" if act.ok else f"expected the batch to be refused at 'validate'; states: {states}"
+    elif act.state == "success" or failed == ["reject_model"]:
+        act.ok = True  # promoted, or judged and rejected: both are outcomes of a working pipeline
+    else:
+        act.problem = f"stage {failed[0] if failed else 'unknown'!r} failed"
 
-    run = api.wait_for_run(dag_id, run_id, timeout=timeout, on_change=on_change)
-    tis = sorted(api.task_instances(dag_id, run_id), key=lambda t: t.get("start_date") or "9999")
-    wall = time.monotonic() - t0
 
-    print()
-    print(f"Summary of {dag_id} run {run_id}: {run['state'].upper()} in {wall:.1f}s")
-    print(f"  {'stage':<20} {'outcome':<16} {'duration':>9}")
-    for ti in tis:
-        d = _duration(ti)
-        print(
-            f"  {ti['task_id']:<20} {ti.get('state') or 'none':<16} {f'{d:.1f}s' if d is not None else '-':>9}"
-        )
+def run_demo(settings: Settings, model: str = "churn", timeout: int = 900) -> int:
+    from mlops.pipeline import landing_dir, quarantine_dir
 
-    trained = api.xcom(dag_id, run_id, "train")
-    if isinstance(trained, str):
-        trained = json.loads(trained)
+    dag_id = f"{model}_training"
+    api = AirflowAPI(settings.airflow_url, settings.admin_user, settings.admin_password.get_secret_value())
+    api.wait_for_dag(dag_id, timeout=180)
+    api.set_paused(dag_id, False)
+    seed = int(time.time()) % 1_000_000  # new bytes on every demo: landing the same bytes again is a no-op
+    acts = [
+        Act("a new batch -> validated, versioned, trained, gated", "trained"),
+        Act("another batch -> a challenger judged against @champion", "trained"),
+        Act("a corrupt batch -> refused and quarantined", "refused"),
+    ]
+    for i, act in enumerate(acts, 1):
+        print(f"\n== Act {i}: {act.title}")
+        if act.expect == "refused":
+            path = land_corrupt(settings, model, seed + i)
+        else:
+            path = land_good(settings, model, seed + i)
+        print(f"  landed {path.relative_to(settings.data_root)} in {landing_dir(settings.data_root, model)}")
+        _run(api, dag_id, act, timeout)
+        _judge(act)
+
     mlflow_url = f"http://{settings.host}:{settings.mlflow_port}"
-    print()
-    print(f"  Airflow run   {api.ui_run_url(dag_id, run_id)}")
-    if isinstance(trained, dict) and trained.get("run_id"):
+    print("\n" + "=" * 78)
+    print(f"Summary: {dag_id}, {len(acts)} runs on the embedded default (local backend)")
+    for i, act in enumerate(acts, 1):
+        print(f"\nAct {i}: {act.title}")
         print(
-            f"  MLflow run    {mlflow_url}/#/experiments/{trained['experiment_id']}/runs/{trained['run_id']}"
+            f"  run {act.run_id}: {act.state.upper()} in {act.wall:.1f}s  ({'as expected' if act.ok else 'UNEXPECTED'})"
         )
-        print(f"  Model version {mlflow_url}/#/models/{model}/versions/{trained['model_version']}")
-        metrics = trained.get("metrics", {})
-        shown = {k: metrics[k] for k in ("roc_auc", "pr_auc", "f1", "log_loss", "brier") if k in metrics}
-        print("  Holdout       " + "  ".join(f"{k}={v:.4f}" for k, v in shown.items()))
-    gate = api.xcom(dag_id, run_id, "gate")
-    if isinstance(gate, dict):
-        print(f"  Gate          {gate.get('decision')}: {' '.join(gate.get('reasons', []))}")
-        if gate.get("promoted"):
+        for ti in act.tasks:
+            d = _duration(ti)
+            if ti.get("state") in (None, "removed"):
+                continue
+            print(f"    {ti['task_id']:<18} {ti.get('state'):<16} {f'{d:.1f}s' if d is not None else '-':>8}")
+        if act.trained:
+            m = act.trained.get("metrics", {})
             print(
-                f"  @champion     version {gate.get('version')}"
-                + (
-                    f" (former champion {gate['former_champion']} is now @previous)"
-                    if gate.get("former_champion")
-                    else ""
-                )
+                f"  model version {act.trained['model_version']}: "
+                + "  ".join(f"{k}={m[k]:.4f}" for k in ("roc_auc", "pr_auc", "f1", "log_loss") if k in m)
             )
-
-    if run["state"] != "success":
-        failed = [ti["task_id"] for ti in tis if ti.get("state") in ("failed", "upstream_failed")]
-        first = failed[0] if failed else "unknown"
-        print(f"\nDEMO FAILED at stage {first!r}; open the task log: {api.ui_run_url(dag_id, run_id)}")
+            print(f"  MLflow: {mlflow_url}/#/models/{model}/versions/{act.trained['model_version']}")
+        if act.verdict:
+            print(f"  gate {act.verdict['decision'].upper()}: {act.verdict['summary']}")
+            for check in act.verdict["checks"]:
+                print(f"    {'ok  ' if check['passed'] else 'FAIL'} {check['reason']}")
+        if act.expect == "refused":
+            q = quarantine_dir(settings.data_root, model)
+            kept = sorted(p.name for p in q.glob("*-corrupt.csv")) if q.is_dir() else []
+            print(f"  quarantine: {q} ({len(kept)} corrupt batch(es) kept intact, report beside each)")
+        print(f"  Airflow: {api.ui_run_url(dag_id, act.run_id)}")
+    bad = [(i, a) for i, a in enumerate(acts, 1) if not a.ok]
+    if bad:
+        for i, act in bad:
+            print(
+                f"\nDEMO FAILED in act {i} ({act.title}): {act.problem}. Task logs: {api.ui_run_url(dag_id, act.run_id)}"
+            )
         return 1
-    print("\nDemo finished. The stack stays up: look around, then `make down`.")
+    print(
+        f"\nDemo finished: {mlflow_url} holds the model versions, {settings.airflow_url} the runs "
+        f"(login {settings.admin_user}). The stack stays up: `make down` stops it."
+    )
     return 0

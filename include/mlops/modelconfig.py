@@ -6,7 +6,6 @@ here. DAGs are generated per config file (``<name>_training``, ...).
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -14,8 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-#: Model configs shipped with the package (the default of ``MLOPS_MODELS_DIR``).
-BUILTIN_MODELS_DIR = Path(__file__).resolve().parent / "model_configs"
+from mlops.defaults import BUILTIN_MODELS_DIR  # noqa: F401  (re-exported for callers)
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -87,8 +85,17 @@ class KubernetesConfig(_Strict):
     startup_timeout_seconds: int = Field(default=600, ge=1)
 
 
+Backend = Literal["local", "docker", "kubernetes"]
+
+
 class TrainingConfig(_Strict):
-    backend: Literal["local", "docker", "kubernetes"] | None = None
+    backend: Backend | None = Field(
+        default=None, description="default backend; None = MLOPS_TRAINING_BACKEND"
+    )
+    backends: list[Backend] = Field(
+        default_factory=lambda: ["local", "docker", "kubernetes"],
+        description="backends this model can train on; the DAG offers those the platform enables",
+    )
     docker: DockerConfig = Field(default_factory=DockerConfig)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
     estimator: Literal["hist_gradient_boosting", "random_forest", "logistic_regression"] = (
@@ -150,6 +157,8 @@ class ModelConfig(_Strict):
         unknown = [s for s in self.segments if s not in self.features.categorical]
         if unknown:
             raise ValueError(f"segments must be categorical features; unknown: {unknown}")
+        if self.training.backend is not None and self.training.backend not in self.training.backends:
+            raise ValueError(f"training.backend {self.training.backend!r} must be one of training.backends")
         stray = [c for c in self.validation.columns if c not in feats]
         if stray:
             raise ValueError(f"validation.columns names columns that are not features: {stray}")
@@ -194,13 +203,15 @@ def load_model_config(path: str | Path) -> ModelConfig:
     return cfg
 
 
-def models_dir_from_env() -> Path:
-    """``MLOPS_MODELS_DIR`` resolved like :class:`mlops.settings.Settings` does, for DAG parse time.
-
-    DAG files call this instead of building Settings: pydantic-settings alone costs ~0.1 s to import,
-    the whole budget of a DAG file.
-    """
-    return Path(os.environ.get("MLOPS_MODELS_DIR") or BUILTIN_MODELS_DIR)
+def offered_backends(cfg: ModelConfig, platform: list[str]) -> list[str]:
+    """Backends a model's DAG offers: those the model supports that the platform enables."""
+    offered = [b for b in cfg.training.backends if b in platform]
+    if not offered:
+        raise ModelConfigError(
+            f"model {cfg.name!r} supports backends {cfg.training.backends} but the platform enables only "
+            f"{platform} (MLOPS_TRAINING_BACKENDS)"
+        )
+    return offered
 
 
 def discover_model_configs(models_dir: str | Path) -> dict[str, Path]:

@@ -61,11 +61,10 @@ def record_gate(client: MlflowClient, name: str, version: str, run_id: str, resu
     """Write the gate decision to the model version (tags) and its run (``gate/gate.json``)."""
     client.set_model_version_tag(name, version, "gate", result.decision)
     client.set_model_version_tag(name, version, "gate.reasons", " ".join(result.reasons)[:5000])
+    client.set_model_version_tag(name, version, "gate.failed_checks", json.dumps(result.failed_checks))
+    if result.champion_version:
+        client.set_model_version_tag(name, version, "gate.champion_version", result.champion_version)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gate.json"
         path.write_text(result.to_json())
         client.log_artifact(run_id, str(path), artifact_path="gate")
-    if not result.passed:
-        client.set_model_version_tag(
-            name, version, "gate.failed_checks", json.dumps([c.name for c in result.checks if not c.passed])
-        )

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mlops.modelconfig import BUILTIN_MODELS_DIR
+from mlops import defaults
 
-#: The repository root when running from a checkout (include/mlops/settings.py -> repo).
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = defaults.REPO_ROOT
 
 
 class Settings(BaseSettings):
@@ -31,15 +29,23 @@ class Settings(BaseSettings):
     )
 
     home: Path = Field(
-        default=REPO_ROOT / ".mlops",
+        default=defaults.DEFAULT_HOME,
         description="State folder of the local stack: databases, logs, PID files, artifacts.",
     )
     data_root: Path = Field(
-        default=REPO_ROOT / "data",
+        default=defaults.DEFAULT_DATA_ROOT,
         description="Root of landing/, quarantine/ and accepted batches.",
     )
+    dvc_remote: str | None = Field(
+        default=None,
+        description="DVC remote URL for accepted batches. Empty: the folder <data_root>/dvc-remote.",
+    )
+    reports_dir: Path | None = Field(
+        default=None,
+        description="Where validation Data Docs and reports are written. Empty: <home>/reports.",
+    )
     models_dir: Path = Field(
-        default=BUILTIN_MODELS_DIR,
+        default=defaults.BUILTIN_MODELS_DIR,
         description="Folder of model config files (one YAML per model).",
     )
     host: str = Field(default="127.0.0.1", description="Interface every local service binds to.")
@@ -57,12 +63,12 @@ class Settings(BaseSettings):
         default=SecretStr("local-dev-only-change-me"),
         description="Secret shared by Airflow's components to sign API tokens (secret).",
     )
-    training_backend: Literal["local", "docker", "kubernetes"] = Field(
-        default="local",
-        description="Default compute backend for training when a model config does not choose one.",
+    training_backends: str = Field(
+        default=defaults.DEFAULT_TRAINING_BACKENDS,
+        description="Backends training DAGs offer, comma-separated (local, docker, kubernetes).",
     )
     docker_url: str = Field(
-        default="unix:///run/podman/podman.sock",
+        default=defaults.DEFAULT_DOCKER_URL,
         description="Docker-API engine for the docker training backend (Docker or Podman socket).",
     )
     start_timeout: int = Field(default=180, description="Seconds `make up` waits for each service.")
@@ -71,6 +77,10 @@ class Settings(BaseSettings):
     def tracking_uri(self) -> str:
         """The MLflow tracking URI to use outside Airflow."""
         return self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def reports_root(self) -> Path:
+        return self.reports_dir or self.home / "reports"
 
     @property
     def airflow_url(self) -> str:

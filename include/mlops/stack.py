@@ -69,6 +69,7 @@ def airflow_env(s: Settings) -> dict[str, str]:
         "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps(
             {"conn_type": "http", "host": s.host, "port": s.mlflow_port}
         ),
+        "MLOPS_MLFLOW_UI_URL": f"http://{s.host}:{s.mlflow_port}",
         "MLOPS_HOME": str(s.home),
         "MLOPS_DATA_ROOT": str(s.data_root),
         "MLOPS_MODELS_DIR": str(s.models_dir),

@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
+
+HOLDOUT_FILE = "holdout.parquet"
+HOLDOUT_ARTIFACT = f"eval/{HOLDOUT_FILE}"
+SCORE_COLUMN = "_score"
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,18 @@ class TrainResult:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
+def holdout_mask(ids: pd.Series, fraction: float):
+    """Rows whose id hashes into the holdout: the same entity is always on the same side.
+
+    A split by stable hash (not by random draw) means a champion never trained on the rows a later
+    challenger is judged on, so comparing both on the challenger's holdout is fair.
+    """
+    import pandas as pd
+
+    h = pd.util.hash_pandas_object(ids.astype(str), index=False).to_numpy()
+    return pd.Series((h % 10_000) < int(round(fraction * 10_000)), index=ids.index)
 
 
 def build_pipeline(cfg: ModelConfig, params: dict[str, Any] | None = None) -> Pipeline:
@@ -83,33 +100,11 @@ def evaluate(
     pipe: Pipeline, X: pd.DataFrame, y: pd.Series, cfg: ModelConfig, prefix: str = ""
 ) -> dict[str, float]:
     """Holdout metrics, plus ROC AUC per segment value (``roc_auc__<segment>__<value>``)."""
-    import numpy as np
-    from sklearn.metrics import (
-        accuracy_score,
-        average_precision_score,
-        brier_score_loss,
-        f1_score,
-        log_loss,
-        roc_auc_score,
-    )
+    from mlops.evaluation import classification_metrics, positive_proba, segment_metrics
 
-    proba = pipe.predict_proba(X)[:, 1]
-    pred = (proba >= cfg.training.decision_threshold).astype(int)
-    m = {
-        "roc_auc": roc_auc_score(y, proba),
-        "pr_auc": average_precision_score(y, proba),
-        "f1": f1_score(y, pred, zero_division=0),
-        "log_loss": log_loss(y, np.clip(proba, 1e-7, 1 - 1e-7), labels=[0, 1]),
-        "brier": brier_score_loss(y, proba),
-        "accuracy": accuracy_score(y, pred),
-        "positive_rate": float(np.mean(y)),
-    }
-    for seg in cfg.segments:
-        for value, idx in X.groupby(seg, observed=True).groups.items():
-            ys = y.loc[idx]
-            if ys.nunique() == 2:
-                key = f"roc_auc__{seg}__{str(value).replace(' ', '_')}"
-                m[key] = roc_auc_score(ys, proba[X.index.get_indexer(idx)])
+    proba = positive_proba(pipe, X)
+    m = classification_metrics(y.to_numpy(), proba, cfg.training.decision_threshold)
+    m.update(segment_metrics(X, y.to_numpy(), proba, cfg.segments))
     return {f"{prefix}{k}": float(v) for k, v in m.items()}
 
 
@@ -131,11 +126,15 @@ def train(
     params: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
     run_name: str | None = None,
+    lineage: dict[str, str] | None = None,
 ) -> TrainResult:
-    """Fit, evaluate, log and register one model version (alias ``@challenger``)."""
+    """Fit, evaluate, log and register one model version (alias ``@challenger``).
+
+    ``lineage`` describes the versioned training set (``dvc_repo``, ``dvc_rev``, ``data_digest``);
+    it becomes run and model-version tags and the tags of the MLflow dataset input.
+    """
     import mlflow
     from mlflow.models import infer_signature
-    from sklearn.model_selection import train_test_split
 
     t0 = time.monotonic()
     paths = [Path(p) for p in data_paths]
@@ -148,14 +147,13 @@ def train(
     if y_all.nunique() < 2:
         raise ValueError(f"target {cfg.target!r} has a single class; cannot train a classifier")
     X_all = df[cfg.features.all]
-    X_tr, X_ho, y_tr, y_ho = train_test_split(
-        X_all,
-        y_all,
-        test_size=cfg.training.holdout_fraction,
-        random_state=cfg.training.seed,
-        stratify=y_all,
-    )
-    digest = ":".join(file_sha256(p)[:16] for p in paths)
+    in_holdout = holdout_mask(df[cfg.id_column], cfg.training.holdout_fraction)
+    if in_holdout.all() or not in_holdout.any() or y_all[in_holdout].nunique() < 2:
+        raise ValueError(f"holdout split of {len(df)} rows is degenerate; land more data")
+    X_tr, X_ho = X_all[~in_holdout], X_all[in_holdout]
+    y_tr, y_ho = y_all[~in_holdout], y_all[in_holdout]
+    lineage = dict(lineage or {})
+    digest = lineage.get("data_digest") or ":".join(file_sha256(p)[:16] for p in paths)
 
     mlflow.set_tracking_uri(tracking_uri)
     experiment = mlflow.set_experiment(cfg.experiment_name)
@@ -163,6 +161,7 @@ def train(
         "mlops.model": cfg.name,
         "mlops.git_commit": _git_commit(),
         "mlops.data_digest": digest,
+        **{f"mlops.{k}": str(v) for k, v in lineage.items() if k != "data_digest"},
         **(tags or {}),
     }
     pipe = build_pipeline(cfg, params)
@@ -179,10 +178,11 @@ def train(
                 **{f"hp.{k}": v for k, v in hp.items()},
             }
         )
+        source = lineage.get("dvc_repo") or str(paths[0].resolve().parent)
         dataset = mlflow.data.from_pandas(
-            df, source=str(paths[0].resolve()), name=f"{cfg.name}-training", targets=cfg.target
+            df, source=source, name=f"{cfg.name}-training", targets=cfg.target, digest=digest[:36]
         )
-        mlflow.log_input(dataset, context="training")
+        mlflow.log_input(dataset, context="training", tags={k: str(v) for k, v in lineage.items()} or None)
 
         log.info("fitting %s on %d rows, %d features", cfg.training.estimator, len(X_tr), X_tr.shape[1])
         pipe.fit(X_tr, y_tr)
@@ -190,6 +190,11 @@ def train(
         metrics.update(evaluate(pipe, X_tr, y_tr, cfg, prefix="train_"))
         mlflow.log_metrics(metrics)
         mlflow.log_metrics({"train_rows": len(X_tr), "holdout_rows": len(X_ho)})
+        # The holdout (features, target, this model's score) lets the gate judge @champion on the same rows.
+        with tempfile.TemporaryDirectory() as tmp:
+            ho = X_ho.assign(**{cfg.target: y_ho.to_numpy(), SCORE_COLUMN: pipe.predict_proba(X_ho)[:, 1]})
+            ho.to_parquet(Path(tmp) / HOLDOUT_FILE, index=False)
+            mlflow.log_artifact(str(Path(tmp) / HOLDOUT_FILE), artifact_path="eval")
 
         example = X_ho.head(5)
         info = mlflow.sklearn.log_model(
@@ -223,6 +228,39 @@ def train(
     )
     log.info("registered %s version %s (run %s)", cfg.name, version, run.info.run_id)
     return result
+
+
+def entrypoint_argv(
+    model: str,
+    training_set: dict[str, Any],
+    *,
+    fetch: bool,
+    models_dir: str | None = None,
+    tags: dict[str, str] | None = None,
+    params: dict[str, Any] | None = None,
+    output: str | None = None,
+    python: str = "python",
+) -> list[str]:
+    """The command line of the training entrypoint for one versioned training set.
+
+    ``fetch=False``: the batch files are read where they are (local process, or a container with the
+    data folder mounted at the same path). ``fetch=True``: paths are given relative to the data repo
+    and the entrypoint pulls them through DVC at the recorded revision (a pod with no shared disk).
+    """
+    argv = [python, "-m", "mlops.training", "--model", model]
+    if models_dir:
+        argv += ["--models-dir", models_dir]
+    for rel in training_set["paths"]:
+        argv += ["--data", rel if fetch else str(Path(training_set["repo"]) / rel)]
+    argv += ["--dvc-repo", training_set["repo"], "--dvc-rev", training_set["rev"]]
+    argv += ["--data-digest", training_set["digest"]]
+    for k, v in (tags or {}).items():
+        argv += ["--tag", f"{k}={v}"]
+    if params:
+        argv += ["--params", json.dumps(params, sort_keys=True)]
+    if output:
+        argv += ["--output", output]
+    return argv
 
 
 def main(argv: list[str] | None = None) -> int:

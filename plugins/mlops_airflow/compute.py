@@ -1,4 +1,7 @@
-"""Compute backends for training. ``local`` runs the same entrypoint as the container images."""
+"""The ``local`` compute backend: the training entrypoint as a child process of the task.
+
+Same command line as the Docker and Kubernetes backends (see ``mlops.training.entrypoint_argv``).
+"""
 
 from __future__ import annotations
 
@@ -18,39 +21,22 @@ class TrainingProcessError(RuntimeError):
     """The training entrypoint exited non-zero (an infrastructure or data error: retried)."""
 
 
-def run_local_training(
-    model: str,
-    data_paths: list[str],
-    env: dict[str, str],
-    tags: dict[str, str],
-    params: dict[str, Any] | None = None,
-    models_dir: str | None = None,
-) -> dict[str, Any]:
-    """Run ``python -m mlops.training`` as a child process and return its JSON result.
+def run_local_training(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Run the entrypoint ``argv`` with this interpreter and return its JSON result.
 
     The child's output is streamed into the task log line by line, so progress is visible live.
     """
     with tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp:
         out = Path(tmp) / "result.json"
-        argv = [sys.executable, "-m", "mlops.training", "--model", model, "--output", str(out)]
-        if models_dir:
-            argv += ["--models-dir", models_dir]
-        for p in data_paths:
-            argv += ["--data", p]
-        for k, v in tags.items():
-            argv += ["--tag", f"{k}={v}"]
-        if params:
-            argv += ["--params", json.dumps(params)]
-        log.info("local training: %s", " ".join(argv))
+        cmd = [sys.executable, *argv[1:], "--output", str(out)]
+        log.info("local training: %s", " ".join(cmd))
         proc = subprocess.Popen(
-            argv, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            cmd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         assert proc.stdout is not None
         for line in proc.stdout:
             log.info("[train] %s", line.rstrip())
         rc = proc.wait()
         if rc != 0:
-            raise TrainingProcessError(
-                f"training process for {model!r} exited with code {rc} (see the lines above)"
-            )
+            raise TrainingProcessError(f"training process exited with code {rc} (see the lines above)")
         return json.loads(out.read_text())

@@ -62,18 +62,25 @@ def test_demo_runs_the_main_job_through_airflow(stack_env):
     from mlflow import MlflowClient
 
     demo = subprocess.run(
-        [MLOPS, "demo", "--timeout", "600"], env=stack_env, capture_output=True, text=True, timeout=700
+        [MLOPS, "demo", "--timeout", "600"], env=stack_env, capture_output=True, text=True, timeout=1500
     )
-    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
-    assert "SUCCESS" in demo.stdout
-    for stage in ("collect_batches", "train", "gate"):
-        assert stage in demo.stdout
+    assert demo.returncode == 0, demo.stdout[-4000:] + demo.stderr[-3000:]
+    out = demo.stdout
+    assert out.count("(as expected)") == 3
+    for stage in ("validate", "version", "train_local", "judge"):
+        assert stage in out
     client = MlflowClient(f"http://127.0.0.1:{stack_env['MLOPS_MLFLOW_PORT']}")
+    versions = client.search_model_versions("name='churn'")
+    # two batches trained, the corrupt one refused; the daily schedule fired no extra run on unpause
+    assert len(versions) == 2
     champion = alias_version(client, "churn", CHAMPION)
     assert champion is not None
     assert client.get_model_version("churn", champion).tags["airflow.dag_id"] == "churn_training"
-    # The daily schedule must not fire a second run when the demo unpauses the DAG.
-    assert len(client.search_model_versions("name='churn'")) == 1
+    challenger = max(versions, key=lambda m: int(m.version))
+    assert challenger.tags["gate.champion_version"] == "1", "the second version is judged against the first"
+    quarantine = Path(stack_env["MLOPS_DATA_ROOT"]) / "quarantine" / "churn"
+    assert len(list(quarantine.glob("*-corrupt.csv"))) == 1
+    assert len(list(quarantine.glob("*.validation.json"))) == 1
 
 
 def test_down_frees_every_port(stack_env):

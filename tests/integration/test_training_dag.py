@@ -1,4 +1,8 @@
-"""The whole training DAG through dag.test(), on the local backend, against a real MLflow server."""
+"""The whole training DAG through dag.test(), local backend, real MLflow server, real DVC repo, real GX.
+
+One story per model, in order (module-scoped state): a first champion, a better challenger promoted,
+a worse one rejected with its reasons, a corrupt batch quarantined intact, a duplicate batch ignored.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,12 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-from mlops.datagen import generate_churn, write_frame
-from mlops.registry import CHAMPION, alias_version
+import pytest
+from mlops.data import file_sha256
+from mlops.datagen import generate, write_frame
+from mlops.registry import CHALLENGER, CHAMPION, PREVIOUS, alias_version
 
 from tests.helpers import REPO
 
@@ -23,61 +30,165 @@ print("RESULT " + json.dumps({"state": str(dr.state), "tasks": states}))
 """
 
 
-def run_dag(tmp_path, mlflow_uri, dag_id, conf=None):
-    home = tmp_path / "airflow"
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps(
-            {"conn_type": "http", "host": "127.0.0.1", "port": int(mlflow_uri.rsplit(":", 1)[1])}
-        ),
-        "MLOPS_DATA_ROOT": str(tmp_path / "data"),
-        "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
-    }
-    subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "airflow"), "db", "migrate"],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", RUNNER, str(REPO / "dags"), dag_id, json.dumps(conf or {})],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(lines[-1][7:]), proc.stdout + proc.stderr
+class Env:
+    def __init__(self, root: Path, mlflow_uri: str):
+        self.root = root
+        self.data = root / "data"
+        self.mlflow_uri = mlflow_uri
+        home = root / "airflow"
+        self.vars = {
+            **os.environ,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps(
+                {"conn_type": "http", "host": "127.0.0.1", "port": int(mlflow_uri.rsplit(":", 1)[1])}
+            ),
+            "MLOPS_HOME": str(root / "home"),
+            "MLOPS_DATA_ROOT": str(self.data),
+            "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+        }
+        airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
+        subprocess.run(
+            [airflow, "db", "migrate"], env=self.vars, check=True, capture_output=True, timeout=300
+        )
+
+    def land(self, model: str, name: str, seed: int, rows: int = 3000) -> Path:
+        return write_frame(generate(model, rows, seed=seed), self.data / "landing" / model / name)
+
+    def run(self, dag_id: str, conf: dict | None = None) -> tuple[dict, str]:
+        proc = subprocess.run(
+            [sys.executable, "-c", RUNNER, str(REPO / "dags"), dag_id, json.dumps(conf or {})],
+            env=self.vars, capture_output=True, text=True, timeout=900, cwd=self.root,
+        )  # fmt: skip
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        assert lines, proc.stdout[-4000:] + proc.stderr[-4000:]
+        return json.loads(lines[-1][7:]), proc.stdout + proc.stderr
+
+    def client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(self.mlflow_uri)
 
 
-def test_churn_training_dag_registers_a_champion(tmp_path, mlflow_uri):
-    from mlflow import MlflowClient
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, mlflow_uri):
+    return Env(tmp_path_factory.mktemp("dagtest"), mlflow_uri)
 
-    write_frame(generate_churn(3000, seed=11), tmp_path / "data" / "landing" / "churn" / "batch-0001.csv")
-    result, log = run_dag(tmp_path, mlflow_uri, "churn_training", {"hyperparameters": {"max_iter": 50}})
-    assert result["state"] == "success", log[-4000:]
-    assert result["tasks"] == {"collect_batches": "success", "train": "success", "gate": "success"}
 
-    client = MlflowClient(mlflow_uri)
-    champion = alias_version(client, "churn", CHAMPION)
-    assert champion is not None
-    mv = client.get_model_version("churn", champion)
+WEAK = {"hyperparameters": {"max_iter": 3, "learning_rate": 0.02, "max_leaf_nodes": 2}}
+
+
+def test_1_first_run_registers_a_champion_with_lineage(env):
+    env.land("churn", "batch-0001.csv", seed=1)
+    # A deliberately weak first model, promoted by force: the next run must beat it for real.
+    result, log = env.run("churn_training", {**WEAK, "force_promote": True})
+    assert result["state"] == "success", log[-5000:]
+    tasks = result["tasks"]
+    assert tasks["validate"] == tasks["version"] == tasks["train_local"] == tasks["promote"] == "success"
+    assert tasks["reject_model"] == "skipped"
+    assert "train_docker" not in tasks, "the embedded default enables only the local backend"
+
+    client = env.client()
+    v = alias_version(client, "churn", CHAMPION)
+    mv = client.get_model_version("churn", v)
+    repo = env.data / "repo"
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    assert mv.tags["mlops.dvc_rev"] == head
     assert mv.tags["airflow.dag_id"] == "churn_training"
-    assert mv.tags["gate"] == "passed"
-    assert client.get_run(mv.run_id).data.params["hp.max_iter"] == "50"  # the trigger form's override
+    assert mv.tags["mlops.force_promote"] == "requested"
+    # a forced promotion is recorded exactly when the gate said no
+    assert mv.tags.get("gate.forced") == ("true" if mv.tags["gate"] == "failed" else None)
+    run = client.get_run(mv.run_id)
+    assert run.inputs.dataset_inputs[0].tags  # the dataset input carries the DVC revision
+    assert {t.key: t.value for t in run.inputs.dataset_inputs[0].tags}["dvc_rev"] == head
+    assert not list((env.data / "landing" / "churn").iterdir()), "accepted batches leave the landing folder"
 
 
-def test_empty_landing_fails_at_collect_without_training(tmp_path, mlflow_uri):
-    result, log = run_dag(tmp_path, mlflow_uri, "churn_training")
+def test_2_better_model_is_promoted(env):
+    client = env.client()
+    first = alias_version(client, "churn", CHAMPION)
+    env.land("churn", "batch-0002.csv", seed=2)
+    result, log = env.run("churn_training")
+    assert result["state"] == "success", log[-5000:]
+    assert result["tasks"]["promote"] == "success" and result["tasks"]["reject_model"] == "skipped"
+    new = alias_version(client, "churn", CHAMPION)
+    assert new != first and alias_version(client, "churn", PREVIOUS) == first
+    mv = client.get_model_version("churn", new)
+    assert mv.tags["gate"] == "passed" and mv.tags["gate.champion_version"] == first
+    assert "bootstrap interval" in mv.tags["gate.reasons"]
+
+
+def test_3_worse_model_is_rejected_with_reasons_champion_untouched(env):
+    client = env.client()
+    champion = alias_version(client, "churn", CHAMPION)
+    env.land("churn", "batch-0003.csv", seed=3)
+    result, log = env.run("churn_training", WEAK)
     assert result["state"] == "failed"
-    assert result["tasks"]["collect_batches"] == "failed"
-    assert result["tasks"]["train"] == "upstream_failed"
-    assert "no batch files" in log
+    assert result["tasks"]["reject_model"] == "failed" and result["tasks"]["promote"] == "skipped"
+    assert result["tasks"]["judge"] == "success", "a rejection is a decision, not a crash of the gate"
+    assert "MODEL REJECTED" in log
+    assert alias_version(client, "churn", CHAMPION) == champion
+    assert alias_version(client, "churn", CHALLENGER) is None
+    versions = client.search_model_versions("name='churn'")
+    rejected = max(versions, key=lambda m: int(m.version))
+    assert rejected.tags["gate"] == "failed" and "does not improve" in rejected.tags["gate.reasons"]
+
+
+@pytest.mark.parametrize(
+    ("name", "corrupt"),
+    [
+        ("missing-column.csv", lambda df: df.drop(columns=["tenure_months"])),
+        ("out-of-range.csv", lambda df: df.assign(age=df.age.where(df.index % 10 != 0, 400))),
+        ("truncated.csv", None),
+    ],
+)
+def test_4_bad_batch_is_quarantined_intact_and_nothing_downstream_runs(env, name, corrupt):
+    client = env.client()
+    champion = alias_version(client, "churn", CHAMPION)
+    n_versions = len(client.search_model_versions("name='churn'"))
+    path = env.data / "landing" / "churn" / name
+    if corrupt is None:
+        good = env.land("churn", name, seed=40)
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # cut mid-row
+    else:
+        write_frame(corrupt(generate("churn", 1000, seed=41)), path)
+    sha = file_sha256(path)
+    result, log = env.run("churn_training")
+    assert result["state"] == "failed"
+    assert result["tasks"]["validate"] == "failed"
+    assert result["tasks"]["version"] == "upstream_failed"
+    assert result["tasks"]["train_local"] in ("upstream_failed", "skipped")
+    quarantined = env.data / "quarantine" / "churn" / name
+    assert file_sha256(quarantined) == sha, "the batch is kept byte-for-byte"
+    report = json.loads(quarantined.with_name(name + ".validation.json").read_text())
+    assert report["success"] is False and report["summary"]
+    assert "refused and moved to quarantine" in log
+    assert alias_version(client, "churn", CHAMPION) == champion
+    assert len(client.search_model_versions("name='churn'")) == n_versions
+
+
+def test_5_same_batch_twice_is_a_no_op(env):
+    client = env.client()
+    n_versions = len(client.search_model_versions("name='churn'"))
+    env.land("churn", "batch-0002-again.csv", seed=2)  # the bytes of batch 2
+    result, log = env.run("churn_training")
+    assert result["state"] == "success", log[-4000:]
+    assert result["tasks"]["version"] == "skipped"
+    assert result["tasks"]["train_local"] == "skipped"
+    assert (env.data / "duplicates" / "churn" / "batch-0002-again.csv").exists()
+    assert len(client.search_model_versions("name='churn'")) == n_versions
+
+
+def test_second_model_config_runs_through_the_same_pipeline(env):
+    env.land("breast_cancer", "batch-0001.csv", seed=1, rows=400)
+    result, log = env.run("breast_cancer_training")
+    assert result["state"] == "success", log[-5000:]
+    client = env.client()
+    v = alias_version(client, "breast_cancer", CHAMPION)
+    assert v is not None
+    assert client.get_model_version("breast_cancer", v).tags["gate"] == "passed"

@@ -53,3 +53,69 @@ def test_no_bounds_passes_vacuously_and_says_so():
 def test_bound_validates_itself(bad):
     with pytest.raises(ValueError):
         Bound(**bad)
+
+
+# --------------------------------------------------------------------------- champion comparison
+
+from mlops.gate import ConfidenceInterval, GatePolicy, evaluate_gate  # noqa: E402
+
+POLICY = GatePolicy(
+    primary_metric="roc_auc",
+    bounds=tuple(BOUNDS),
+    min_improvement=0.0,
+    max_regression={"pr_auc": 0.02, "log_loss": 0.02},
+    max_overfit_gap=0.1,
+)
+GOOD = {"roc_auc": 0.82, "pr_auc": 0.60, "log_loss": 0.45}
+TRAIN = {"roc_auc": 0.86}
+
+
+def ci(low, high=0.05):
+    return ConfidenceInterval("roc_auc", low, high, 0.95, 500)
+
+
+@pytest.mark.parametrize(
+    ("champion", "interval", "train", "passed", "failing"),
+    [
+        (None, None, TRAIN, True, []),  # no champion: absolute bounds (+ overfit) only
+        ({"roc_auc": 0.80, "pr_auc": 0.60, "log_loss": 0.45}, ci(0.005), TRAIN, True, []),
+        ({"roc_auc": 0.80, "pr_auc": 0.60, "log_loss": 0.45}, ci(-0.004), TRAIN, False, ["confidence:roc_auc"]),
+        ({"roc_auc": 0.83, "pr_auc": 0.60, "log_loss": 0.45}, ci(-0.02), TRAIN, False,
+         ["improvement:roc_auc", "confidence:roc_auc"]),
+        ({"roc_auc": 0.80, "pr_auc": 0.65, "log_loss": 0.45}, ci(0.005), TRAIN, False, ["regression:pr_auc"]),
+        ({"roc_auc": 0.80, "pr_auc": 0.60, "log_loss": 0.40}, ci(0.005), TRAIN, False, ["regression:log_loss"]),
+        (None, None, {"roc_auc": 0.99}, False, ["overfit"]),
+        (None, None, None, False, ["overfit"]),  # train metrics missing: cannot rule out overfitting
+    ],
+)  # fmt: skip
+def test_champion_comparison_table(champion, interval, train, passed, failing):
+    result = evaluate_gate(
+        POLICY, GOOD, train=train, champion=champion, champion_version="3" if champion else None, ci=interval
+    )
+    assert result.passed is passed, str(result)
+    assert result.failed_checks == failing
+
+
+def test_comparison_reasons_name_the_champion_and_numbers():
+    result = evaluate_gate(
+        POLICY, GOOD, train=TRAIN, champion={"roc_auc": 0.80, "pr_auc": 0.65, "log_loss": 0.45},
+        champion_version="7", ci=ci(0.003, 0.04),
+    )  # fmt: skip
+    text = " ".join(result.reasons)
+    assert "roc_auc improves on champion v7 by +0.0200 (0.8200 vs 0.8000" in text
+    assert "bootstrap interval of the roc_auc gain is [+0.0030, +0.0400] over 500 resamples" in text
+    assert "pr_auc is 0.6000 vs 0.6500 for champion v7: worse by 0.0500 (over the 0.02 allowed)." in text
+    assert result.to_dict()["champion_version"] == "7"
+
+
+def test_lower_is_better_metrics_as_primary():
+    policy = GatePolicy(primary_metric="log_loss", bounds=(), min_improvement=0.01, max_overfit_gap=None)
+    better = evaluate_gate(policy, {"log_loss": 0.40}, champion={"log_loss": 0.45})
+    worse = evaluate_gate(policy, {"log_loss": 0.445}, champion={"log_loss": 0.45})
+    assert better.passed and not worse.passed
+
+
+@pytest.mark.parametrize("bad", [{"min_improvement": float("nan")}, {"max_regression": {"f1": -1}}])
+def test_policy_validates_itself(bad):
+    with pytest.raises(ValueError):
+        GatePolicy(**bad)

@@ -60,10 +60,28 @@ def test_unknown_model_is_a_clear_error(capsys, tmp_path):
     assert "no data generator for model 'nope'" in capsys.readouterr().err
 
 
-def test_parse_time_models_dir_agrees_with_settings(monkeypatch, tmp_path):
-    from mlops.modelconfig import BUILTIN_MODELS_DIR, models_dir_from_env
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [({}, None), ({"MLOPS_MODELS_DIR": "/x/models", "MLOPS_DATA_ROOT": "/x/data", "MLOPS_DOCKER_URL": "tcp://h:1",
+                   "MLOPS_TRAINING_BACKENDS": "local,docker"}, True)],
+)  # fmt: skip
+def test_parse_time_defaults_agree_with_settings(monkeypatch, env, value):
+    from mlops import defaults
 
-    monkeypatch.delenv("MLOPS_MODELS_DIR", raising=False)
-    assert models_dir_from_env() == Settings().models_dir == BUILTIN_MODELS_DIR
-    monkeypatch.setenv("MLOPS_MODELS_DIR", str(tmp_path))
-    assert models_dir_from_env() == Settings().models_dir == tmp_path
+    for k in ("MLOPS_MODELS_DIR", "MLOPS_DATA_ROOT", "MLOPS_DOCKER_URL", "MLOPS_TRAINING_BACKENDS"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s = Settings()
+    assert defaults.models_dir() == s.models_dir
+    assert defaults.data_root() == s.data_root
+    assert defaults.docker_url() == s.docker_url
+    assert defaults.training_backends() == [b.strip() for b in s.training_backends.split(",")]
+
+
+def test_unknown_backend_is_named(monkeypatch):
+    from mlops import defaults
+
+    monkeypatch.setenv("MLOPS_TRAINING_BACKENDS", "local,slurm")
+    with pytest.raises(ValueError, match=r"unknown backends \['slurm'\]"):
+        defaults.training_backends()

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from mlops.datagen import generate_churn, write_frame
+from mlops.versioning import DataRepo, VersioningError, fetch_training_set
+
+
+@pytest.fixture
+def repo(tmp_path):
+    return DataRepo(tmp_path / "repo", str(tmp_path / "remote"))
+
+
+def _batch(tmp_path, name, seed):
+    return write_frame(generate_churn(200, seed=seed), tmp_path / "landing" / name)
+
+
+def test_accept_versions_pushes_and_dedupes(tmp_path, repo):
+    a = _batch(tmp_path, "a.csv", 1)
+    data = a.read_bytes()
+    first = repo.accept("churn", a)
+    assert not first.duplicate and not a.exists()
+    stored = repo.root / first.path
+    assert stored.read_bytes() == data  # moved byte-for-byte
+    assert any((tmp_path / "remote").rglob("*")), "dvc push must fill the remote"
+    log = subprocess.run(
+        ["git", "log", "--format=%H %s"], cwd=repo.root, capture_output=True, text=True
+    ).stdout
+    assert first.rev in log and "accept batch a.csv" in log
+
+    again = _batch(tmp_path, "a-again.csv", 1)  # same bytes, other name
+    dup = repo.accept("churn", again)
+    assert dup.duplicate and dup.path == first.path and dup.rev == first.rev
+    assert again.exists(), "a duplicate is left for the caller to archive"
+    assert len(repo.batches("churn")) == 1
+
+
+def test_training_window_and_fetch_through_dvc(tmp_path, repo):
+    for i in range(4):
+        repo.accept("churn", _batch(tmp_path, f"b{i}.csv", 10 + i))
+    ts = repo.training_set("churn", window=3)
+    assert len(ts.paths) == 3 and ts.paths[0].startswith("churn/batches/00002-")
+    assert ts.rev == repo.head() and len(ts.digest) == 64
+    fetched = fetch_training_set(ts.repo, ts.rev, list(ts.paths), tmp_path / "fetched")
+    assert [p.read_bytes() for p in fetched] == [(repo.root / p).read_bytes() for p in ts.paths]
+    with pytest.raises(VersioningError, match="no accepted batches for model 'other'"):
+        repo.training_set("other", 3)
+
+
+def test_failed_versioning_puts_the_batch_back(tmp_path, repo, monkeypatch):
+    a = _batch(tmp_path, "a.csv", 1)
+    data = a.read_bytes()
+    repo.ensure()
+
+    def broken_git(*args):
+        if args and args[0] == "commit":
+            raise VersioningError("git commit failed: disk full (simulated)")
+        return DataRepo._git(repo, *args)
+
+    monkeypatch.setattr(repo, "_git", broken_git)
+    with pytest.raises(VersioningError, match="simulated"):
+        repo.accept("churn", a)
+    assert a.read_bytes() == data
