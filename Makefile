@@ -13,7 +13,7 @@ export PATH := $(BIN):$(PATH)
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
 
-.PHONY: help venv install install-dev lock up down status demo test lint format bench clean
+.PHONY: help venv install install-dev lock up down status demo test lint format bench clean podman
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -73,3 +73,6 @@ bench: install-dev ## run the benchmarks and rewrite docs/BENCHMARKS.md
 
 clean: down ## stop the stack and delete local state (.mlops/, data/)
 	rm -rf .mlops data
+
+podman: ## install Podman and serve the Docker API on /run/podman/podman.sock (root; for the docker backend)
+	bash .ci/setup-podman.sh

@@ -40,7 +40,11 @@ if ((${#missing[@]})); then
   done
   say "installing ${missing[*]}"
   t0=$SECONDS
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; then
+    say "install failed (stale package index?): apt-get update and retry once"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
   say "installed in $((SECONDS - t0))s"
 fi
 

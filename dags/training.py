@@ -142,7 +142,7 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
         def prepare_training(versioned: dict, params=None, ti=None, dag_run=None) -> dict:
             """The entrypoint's command line and environment, for whichever backend runs it."""
             from mlops.settings import get_settings
-            from mlops.training import entrypoint_argv
+            from mlops.training import entrypoint_argv, git_commit
             from mlops_airflow.hooks import MlflowHook
 
             s = get_settings()
@@ -160,6 +160,9 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
             }
             if params["force_promote"]:
                 tags["mlops.force_promote"] = "requested"
+            tags["mlops.git_commit"] = (
+                git_commit()
+            )  # a container has no git: record the platform's commit here
             argv = entrypoint_argv(
                 cfg.name,
                 versioned["training_set"],
@@ -169,7 +172,11 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
                 params=params["hyperparameters"] or None,
                 output="/airflow/xcom/return.json" if backend == "kubernetes" else None,
             )
-            env = {} if backend == "kubernetes" else MlflowHook().env()
+            # No credentials in the spec (it is stored as XCom): the local task adds them at run time,
+            # pods get them from the Kubernetes Secret. Threads: one per CPU the training may use.
+            env = {"OMP_NUM_THREADS": str(cfg.training.threads)}
+            if backend != "kubernetes":
+                env["MLFLOW_TRACKING_URI"] = MlflowHook().tracking_uri()
             return {"backend": backend, "argv": argv, "env": env}
 
         spec = prepare_training(version(validate()))
@@ -182,8 +189,9 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
         def train_local(spec: dict) -> dict:
             """The training entrypoint as a child process of this task."""
             from mlops_airflow.compute import run_local_training
+            from mlops_airflow.hooks import MlflowHook
 
-            return run_local_training(spec["argv"], spec["env"])
+            return run_local_training(spec["argv"], {**spec["env"], **MlflowHook().env()})
 
         train_tasks = {"local": train_local(spec)}
         # Container backends: the providers' operators configured from the model config.
@@ -191,7 +199,10 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
             from mlops_airflow.backends import docker_training_operator
 
             train_tasks["docker"] = docker_training_operator(
-                cfg, task_id="train_docker", spec_xcom=spec, mounts=[str(defaults.data_root())]
+                cfg,
+                task_id="train_docker",
+                spec_xcom=spec,
+                mounts=[str(defaults.data_root()), str(defaults.models_dir())],
             )
         if "kubernetes" in backends:
             from mlops_airflow.backends import kubernetes_training_operator

@@ -45,7 +45,9 @@ def read_batch(path: str | Path) -> pd.DataFrame:
     except BatchReadError:
         raise
     except UnicodeDecodeError as exc:
-        raise BatchReadError(f"{path.name}: not valid UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        raise BatchReadError(
+            f"{path.name}: not valid UTF-8 text ({exc.reason}: {exc.object[exc.start : exc.end]!r})"
+        ) from exc
     except pd.errors.EmptyDataError as exc:
         raise BatchReadError(f"{path.name}: no columns to parse (empty or blank file)") from exc
     except (pd.errors.ParserError, ValueError, OSError) as exc:

@@ -103,6 +103,9 @@ class TrainingConfig(_Strict):
     )
     params: dict[str, Any] = Field(default_factory=dict)
     holdout_fraction: float = Field(default=0.2, gt=0.0, lt=0.9)
+    threads: int = Field(
+        default=1, ge=1, description="OMP_NUM_THREADS of the training process (oversubscribed cores are slow)"
+    )
     seed: int = 42
     decision_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
 

@@ -116,8 +116,7 @@ def validate_landing(cfg: ModelConfig, data_root: str | Path, reports_dir: str |
             good.append(str(path))
         else:
             log.error("%s", report.summary())
-            d = report.to_dict()
-            d["summary"] = report.summary()
+            d = report.to_dict()  # includes the summary sentence
             d["quarantined_to"] = str(quarantine(path, d, data_root, cfg.name))
             rejected.append(d)
     return LandingCheck(good=good, rejected=rejected, docs=docs)

@@ -108,7 +108,7 @@ def evaluate(
     return {f"{prefix}{k}": float(v) for k, v in m.items()}
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
@@ -159,7 +159,7 @@ def train(
     experiment = mlflow.set_experiment(cfg.experiment_name)
     all_tags = {
         "mlops.model": cfg.name,
-        "mlops.git_commit": _git_commit(),
+        "mlops.git_commit": git_commit(),
         "mlops.data_digest": digest,
         **{f"mlops.{k}": str(v) for k, v in lineage.items() if k != "data_digest"},
         **(tags or {}),

@@ -17,17 +17,15 @@ the operators at parse time pays their import there: about 0.2 s for the Docker 
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import TYPE_CHECKING, Any
+
+from mlops import defaults
 
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.providers.docker.operators.docker import DockerOperator
     from mlops.modelconfig import ModelConfig
-
-#: Same default as ``mlops.settings.Settings.docker_url`` (not imported: pydantic-settings at parse time).
-DEFAULT_DOCKER_URL = "unix:///run/podman/podman.sock"
 
 #: Where the KPO's xcom sidecar reads the task's return value; pass it as ``--output`` in the argv.
 K8S_XCOM_RESULT_PATH = "/airflow/xcom/return.json"
@@ -91,11 +89,6 @@ def _finish(op: Any, upstream: Any) -> Any:
     return op
 
 
-def docker_url_from_env() -> str:
-    """``MLOPS_DOCKER_URL`` as :class:`mlops.settings.Settings` reads it, without building Settings."""
-    return os.environ.get("MLOPS_DOCKER_URL") or DEFAULT_DOCKER_URL
-
-
 def docker_training_operator(
     cfg: ModelConfig,
     *,
@@ -107,7 +100,8 @@ def docker_training_operator(
 ) -> DockerOperator:
     """``DockerOperator`` that runs the training spec in ``cfg.training.docker.image``.
 
-    - ``docker_url``: Docker-API engine (a Docker or Podman socket); default ``MLOPS_DOCKER_URL``.
+    - ``docker_url``: Docker-API engine (a Docker or Podman socket); default ``MLOPS_DOCKER_URL``
+      (read with ``mlops.defaults``: no pydantic-settings at parse time).
     - ``mounts``: host paths bind-mounted read-only at the same path inside (the data root, so the
       ``--data`` paths of the argv are valid in the container).
     - The return value (XCom) is the container's last output line: the training result as a compact
@@ -124,7 +118,7 @@ def docker_training_operator(
         "image": d.image,
         "command": _template(expr, "argv"),
         "environment": _env_template(expr),
-        "docker_url": docker_url or docker_url_from_env(),
+        "docker_url": docker_url or defaults.docker_url(),
         "network_mode": d.network_mode,
         "mem_limit": d.mem_limit,
         "mounts": [Mount(target=p, source=p, type="bind", read_only=True) for p in (mounts or [])],

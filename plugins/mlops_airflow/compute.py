@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -39,4 +40,8 @@ def run_local_training(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
         rc = proc.wait()
         if rc != 0:
             raise TrainingProcessError(f"training process exited with code {rc} (see the lines above)")
-        return json.loads(out.read_text())
+        result = json.loads(out.read_text())
+        # ru_maxrss of waited-for children, in KiB on Linux: the training process's peak memory.
+        result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+        log.info("training process peak memory: %.0f MB", result["peak_rss_mb"])
+        return result

@@ -28,11 +28,12 @@ from pathlib import Path
 import airflow  # noqa: F401  (importing airflow puts its plugins folder, ./plugins, on sys.path)
 import pytest
 from mlops.datagen import generate_churn, write_frame
-from mlops_airflow.backends import DEFAULT_DOCKER_URL, docker_training_operator
+from mlops.defaults import DEFAULT_DOCKER_URL, docker_url
+from mlops_airflow.backends import docker_training_operator
 
 from tests.helpers import REPO
 
-DOCKER_URL = os.environ.get("MLOPS_DOCKER_URL") or DEFAULT_DOCKER_URL
+DOCKER_URL = docker_url()
 #: Bump the suffix when the rootfs below changes: an existing image of this name is reused as is.
 TEST_IMAGE = "localhost/mlops-test-runtime:busybox-1"
 #: The host's system libraries (glibc, libstdc++, ...) that Python and the wheels link against.
@@ -262,7 +263,14 @@ def test_docker_backend_trains_and_registers_through_podman(docker_api, test_ima
         "docker_url": DOCKER_URL,
         "mounts": runtime_mounts(str(data_dir)),
         "argv": argv,
-        "env": {"MLFLOW_TRACKING_URI": mlflow_uri, "PYTHONUNBUFFERED": "1"},
+        "env": {
+            "MLFLOW_TRACKING_URI": mlflow_uri,
+            "PYTHONUNBUFFERED": "1",
+            # One OpenMP thread: on 2 shared cores under load, HistGradientBoosting's 2 spinning OpenMP
+            # threads made the fit 20-400x slower (45 s instead of 0.1-2 s), in or out of a container.
+            "OMP_NUM_THREADS": "1",
+            "GIT_PYTHON_REFRESH": "quiet",  # no git in the image: mlflow's GitPython would warn at length
+        },
         "out": str(out),
     }
     dags = tmp_path / "dags"

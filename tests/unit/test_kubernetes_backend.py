@@ -14,7 +14,6 @@ import airflow  # noqa: F401  (importing airflow puts its plugins folder, ./plug
 import pytest
 from mlops.modelconfig import ModelConfig
 from mlops_airflow.backends import (
-    DEFAULT_DOCKER_URL,
     K8S_XCOM_RESULT_PATH,
     MLFLOW_SECRET_KEYS,
     POD_RUN_AS_USER,
@@ -274,7 +273,9 @@ def test_training_result_reads_every_backends_return_value():
             training_result(bad)
 
 
-def test_default_docker_url_matches_the_settings_default():
-    from mlops.settings import Settings
-
-    assert Settings.model_fields["docker_url"].default == DEFAULT_DOCKER_URL
+def test_an_empty_spec_env_gives_a_pod_without_env():
+    """The DAG's spec for kubernetes carries no env: everything MLflow needs comes from the Secret."""
+    _, doc, _ = build(model_config(), spec={"argv": ARGV, "env": {}})
+    c = base_container(doc)
+    assert not c.get("env")
+    assert c["envFrom"] == [{"secretRef": {"name": "mlflow-credentials"}}]
