@@ -9,9 +9,8 @@ import sys
 import pytest
 import yaml
 from mlops.datagen import generate_churn, write_frame
-from mlops.gate import GateFailed
 from mlops.modelconfig import BUILTIN_MODELS_DIR, load_model_config
-from mlops.pipeline import gate_and_promote
+from mlops.pipeline import judge_candidate, promote_candidate, reject_candidate
 from mlops.registry import CHALLENGER, CHAMPION, PREVIOUS, alias_version
 
 
@@ -29,7 +28,8 @@ def models_dir(tmp_path, request):
 
 
 def _batch(tmp_path, seed, rows=2000):
-    return write_frame(generate_churn(rows, seed=seed), tmp_path / f"batch-{seed}.csv")
+    path = tmp_path / f"batch-{seed}.csv"
+    return path if path.exists() else write_frame(generate_churn(rows, seed=seed), path)
 
 
 def test_cli_train_registers_challenger_with_lineage(tmp_path, mlflow_uri, models_dir):
@@ -88,25 +88,30 @@ def test_gate_promotes_then_rejects_and_champion_is_untouched(tmp_path, mlflow_u
 
     d, name = models_dir
     cfg = load_model_config(d / f"{name}.yaml")
-    first = train(cfg, [_batch(tmp_path, 1)], mlflow_uri)
-    outcome = gate_and_promote(cfg, mlflow_uri, first.model_version, first.run_id)
-    assert outcome.promoted and outcome.former_champion is None
-
-    second = train(cfg, [_batch(tmp_path, 2)], mlflow_uri)
-    gate_and_promote(cfg, mlflow_uri, second.model_version, second.run_id)
     client = MlflowClient(mlflow_uri)
+    weak = {"max_iter": 3, "learning_rate": 0.02, "max_leaf_nodes": 2}
+    first = train(cfg, [_batch(tmp_path, 1)], mlflow_uri, params=weak)
+    verdict = judge_candidate(cfg, mlflow_uri, first.model_version, first.run_id)
+    assert "There is no @champion yet" in " ".join(verdict.reasons)
+    assert promote_candidate(cfg, mlflow_uri, first.model_version, forced=not verdict.passed) is None
+
+    second = train(cfg, [_batch(tmp_path, 1), _batch(tmp_path, 2)], mlflow_uri)
+    verdict = judge_candidate(cfg, mlflow_uri, second.model_version, second.run_id)
+    assert verdict.passed, str(verdict)
+    assert verdict.champion_version == first.model_version
+    assert promote_candidate(cfg, mlflow_uri, second.model_version) == first.model_version
     assert alias_version(client, name, CHAMPION) == second.model_version
     assert alias_version(client, name, PREVIOUS) == first.model_version
 
-    strict = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"min": {"roc_auc": 0.999}})})
-    third = train(strict, [_batch(tmp_path, 3)], mlflow_uri)
-    with pytest.raises(GateFailed, match=r"roc_auc = 0\.\d+ does not hold \(>= 0\.999 required\)"):
-        gate_and_promote(strict, mlflow_uri, third.model_version, third.run_id)
+    third = train(cfg, [_batch(tmp_path, 3)], mlflow_uri, params=weak)
+    verdict = judge_candidate(cfg, mlflow_uri, third.model_version, third.run_id)
+    assert not verdict.passed
+    assert "improvement:roc_auc" in verdict.failed_checks
+    reject_candidate(cfg, mlflow_uri, third.model_version)
     assert alias_version(client, name, CHAMPION) == second.model_version
     assert alias_version(client, name, CHALLENGER) is None
     mv = client.get_model_version(name, third.model_version)
-    assert mv.tags["gate"] == "failed"
-    assert "0.999" in mv.tags["gate.reasons"]
+    assert mv.tags["gate"] == "failed" and "does not improve on champion" in mv.tags["gate.reasons"]
     assert [a.path for a in client.list_artifacts(third.run_id, "gate")] == ["gate/gate.json"]
 
 

@@ -1,0 +1,75 @@
+"""Pipeline steps without Airflow: quarantine of every kind of bad batch, the entrypoint's argv."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from mlops.data import file_sha256
+from mlops.datagen import generate_churn, write_frame
+from mlops.modelconfig import BUILTIN_MODELS_DIR, get_model_config
+from mlops.pipeline import landing_dir, quarantine_dir, validate_landing
+from mlops.training import entrypoint_argv
+
+from tests.unit.test_validation import BAD_CASES
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return get_model_config("churn", BUILTIN_MODELS_DIR)
+
+
+def test_every_bad_batch_is_quarantined_byte_for_byte_with_its_report(tmp_path, cfg):
+    data_root = tmp_path / "data"
+    landing = landing_dir(data_root, "churn")
+    landing.mkdir(parents=True)
+    good = write_frame(generate_churn(1000, seed=5), landing / "good.csv")
+    expected = {}
+    for case in BAD_CASES:
+        work = tmp_path / "build" / case.id
+        work.mkdir(parents=True)
+        built = case.build(generate_churn(1000, seed=3), work)
+        target = landing / f"{case.id}{built.suffix}"
+        shutil.move(built, target)
+        expected[target.name] = file_sha256(target)
+
+    check = validate_landing(cfg, data_root, tmp_path / "reports")
+
+    assert check.good == [str(good)] and good.exists()
+    assert sorted(r["batch"] for r in check.rejected) == sorted(expected)
+    q = quarantine_dir(data_root, "churn")
+    for name, sha in expected.items():
+        assert not (landing / name).exists()
+        assert file_sha256(q / name) == sha, f"{name} must be kept byte-for-byte"
+        report = json.loads((q / f"{name}.validation.json").read_text())
+        assert report["success"] is False and report["sha256"] == sha and report["summary"]
+    message = check.error_message()
+    assert f"{len(expected)} batch(es) refused and moved to quarantine" in message
+    assert "missing ['tenure_months']" in message
+
+
+def test_quarantine_never_overwrites(tmp_path, cfg):
+    data_root = tmp_path / "data"
+    for i in range(2):
+        path = landing_dir(data_root, "churn") / "same-name.csv"
+        write_frame(generate_churn(50, seed=i), path)  # too few rows: refused
+        validate_landing(cfg, data_root, tmp_path / "reports")
+    kept = sorted(p.name for p in quarantine_dir(data_root, "churn").glob("same-name*.csv"))
+    assert len(kept) == 2
+
+
+def test_entrypoint_argv_local_and_pod():
+    ts = {"repo": "/d/repo", "rev": "abc123", "digest": "f" * 64, "paths": ["churn/batches/00001-x-a.csv"]}
+    local = entrypoint_argv(
+        "churn", ts, fetch=False, models_dir="/m", tags={"k": "v"}, params={"max_iter": 5}
+    )
+    assert local[:5] == ["python", "-m", "mlops.training", "--model", "churn"]
+    assert local[7:9] == ["--data", "/d/repo/churn/batches/00001-x-a.csv"]
+    assert (
+        "--dvc-rev" in local and "abc123" in local and local[local.index("--tag") :][:2] == ["--tag", "k=v"]
+    )
+    assert json.loads(local[local.index("--params") + 1]) == {"max_iter": 5}
+    pod = entrypoint_argv("churn", ts, fetch=True, output="/airflow/xcom/return.json")
+    assert pod[pod.index("--data") + 1] == "churn/batches/00001-x-a.csv"  # fetched through DVC in the pod
+    assert pod[-2:] == ["--output", "/airflow/xcom/return.json"] and "--models-dir" not in pod
