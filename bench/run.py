@@ -119,47 +119,32 @@ def bench_dag_import(repeats: int = 7) -> None:
 # --------------------------------------------------------------------------- install time
 
 
+def _timed_install(venv: Path, env: dict[str, str]) -> tuple[float, float]:
+    """A new venv with uv (bootstrap seconds), then the runtime lock into it (install seconds)."""
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    bootstrap = [str(venv / "bin/pip"), "install", "-q", "-r", str(REPO / "requirements-bootstrap.txt")]
+    subprocess.run(bootstrap, check=True, env=env)
+    t1 = time.monotonic()
+    lock = [str(venv / "bin/uv"), "pip", "install", "-q", "--python", str(venv / "bin/python"),
+            "-r", str(REPO / "requirements.txt")]  # fmt: skip
+    subprocess.run(lock, check=True, env=env)
+    return t1 - t0, time.monotonic() - t1
+
+
 def bench_install() -> None:
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         venv = Path(tmp) / "venv"
-        cache = Path(tmp) / "uv-cache"
-        env = {**os.environ, "UV_CACHE_DIR": str(cache)}
-        t0 = time.monotonic()
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [str(venv / "bin/pip"), "install", "-q", "-r", str(REPO / "requirements-bootstrap.txt")],
-            check=True,
-            env=env,
-        )
-        t1 = time.monotonic()
-        subprocess.run(
-            [str(venv / "bin/uv"), "pip", "install", "-q", "--python", str(venv / "bin/python"),
-             "-r", str(REPO / "requirements.txt")], check=True, env=env,
-        )  # fmt: skip
-        t2 = time.monotonic()
+        env = {**os.environ, "UV_CACHE_DIR": str(Path(tmp) / "uv-cache")}
+        boot, cold = _timed_install(venv, env)
         size = subprocess.run(["du", "-sm", str(venv)], capture_output=True, text=True).stdout.split()[0]
-        rows.append({"step": "venv + uv bootstrap", "seconds": round(t1 - t0, 1)})
-        rows.append(
-            {
-                "step": "runtime lock, empty uv cache (downloads)",
-                "seconds": round(t2 - t1, 1),
-                "venv MB": size,
-            }
-        )
         shutil.rmtree(venv)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [str(venv / "bin/pip"), "install", "-q", "-r", str(REPO / "requirements-bootstrap.txt")],
-            check=True,
-            env=env,
-        )
-        t3 = time.monotonic()
-        subprocess.run(
-            [str(venv / "bin/uv"), "pip", "install", "-q", "--python", str(venv / "bin/python"),
-             "-r", str(REPO / "requirements.txt")], check=True, env=env,
-        )  # fmt: skip
-        rows.append({"step": "runtime lock, warm uv cache", "seconds": round(time.monotonic() - t3, 1)})
+        _, warm = _timed_install(venv, env)
+    rows = [
+        {"step": "venv + uv bootstrap", "seconds": round(boot, 1)},
+        {"step": "runtime lock, empty uv cache (downloads)", "seconds": round(cold, 1), "venv MB": size},
+        {"step": "runtime lock, warm uv cache", "seconds": round(warm, 1)},
+    ]
     save("install", "python bench/run.py install  (fresh venv, private uv cache)", rows)
 
 

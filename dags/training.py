@@ -99,7 +99,7 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
     )
     def training_dag() -> None:
         @task
-        def validate(ti=None) -> list[str]:
+        def validate(ti=None) -> list[dict]:
             """Great Expectations on every waiting batch; bad ones to quarantine and the run fails."""
             from airflow.sdk import conf
             from airflow.sdk.exceptions import AirflowFailException
@@ -118,7 +118,7 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
             return check.good
 
         @task(outlets=[validated])
-        def version(batches: list[str], params=None):
+        def version(batches: list[dict], params=None, dag_run=None):
             """Accepted batches into the DVC repo; the training set (window) at the new revision."""
             from airflow.sdk.exceptions import AirflowSkipException
             from mlops.pipeline import data_repo, version_batches
@@ -127,7 +127,7 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
             s = get_settings()
             repo = data_repo(s)
             repo.ensure()
-            accepted = version_batches(cfg, repo, batches, s.data_root)
+            accepted = version_batches(cfg, repo, batches, s.data_root, run_id=dag_run.run_id)
             new = [a for a in accepted if not a.duplicate]
             if not new and not params["train_without_new_data"]:
                 raise AirflowSkipException(
@@ -193,7 +193,10 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
 
             return run_local_training(spec["argv"], {**spec["env"], **MlflowHook().env()})
 
-        train_tasks = {"local": train_local(spec)}
+        # One task per offered backend (and only those: a task outside the branch would always run).
+        train_tasks = {}
+        if "local" in backends:
+            train_tasks["local"] = train_local(spec)
         # Container backends: the providers' operators configured from the model config.
         if "docker" in backends:
             from mlops_airflow.backends import docker_training_operator

@@ -128,8 +128,9 @@ def generate_churn(rows: int, seed: int = 0, drift: float = 0.0) -> pd.DataFrame
 def generate_breast_cancer(rows: int, seed: int = 0, drift: float = 0.0) -> pd.DataFrame:
     """Batches of scikit-learn's bundled Wisconsin breast-cancer data (569 real cases), framed as binary.
 
-    Rows are drawn with replacement from the real cases (ids stay unique per batch); the target
-    ``malignant`` is 1 for malignant tumours. ``drift`` scales every ``mean_*`` feature by
+    Rows are real cases drawn without replacement (so at most 569 per batch); a case keeps its id
+    (``P<index>``) in every batch, so the id-hash holdout keeps it on one side of every split. The
+    target ``malignant`` is 1 for malignant tumours. ``drift`` scales every ``mean_*`` feature by
     ``1 + 0.2 x drift``. The second model config of the platform runs on it, unchanged code.
     """
     import numpy as np
@@ -141,13 +142,15 @@ def generate_breast_cancer(rows: int, seed: int = 0, drift: float = 0.0) -> pd.D
         raise ValueError(f"drift must be between 0 and 5, got {drift}")
     data = load_breast_cancer(as_frame=True)
     X = data.data.rename(columns=lambda c: c.replace(" ", "_"))
+    if rows > len(X):
+        raise ValueError(f"breast_cancer has {len(X)} real cases; ask for at most {len(X)} rows")
     rng = np.random.default_rng(seed)
-    idx = rng.choice(len(X), rows, replace=rows > len(X))  # real cases, each once when they suffice
+    idx = rng.choice(len(X), rows, replace=False)
     out = X.iloc[idx].reset_index(drop=True)
     if drift:
         mean_cols = [c for c in out.columns if c.startswith("mean_")]
         out[mean_cols] = out[mean_cols] * (1.0 + 0.2 * drift)
-    out.insert(0, "case_id", [f"P{seed:04d}-{i:07d}" for i in range(rows)])
+    out.insert(0, "case_id", [f"P{i:04d}" for i in idx])
     out["malignant"] = (1 - data.target.to_numpy()[idx]).astype(int)
     return out
 

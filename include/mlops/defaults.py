@@ -22,12 +22,19 @@ DEFAULT_DOCKER_URL = "unix:///run/podman/podman.sock"
 BACKENDS = ("local", "docker", "kubernetes")
 
 
+def resolve_path(value: str | Path) -> Path:
+    """A configured path: absolute as given, relative ones from the repository root (never the cwd,
+    which differs between the CLI, the Airflow services and their tasks)."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
 def models_dir() -> Path:
-    return Path(os.environ.get("MLOPS_MODELS_DIR") or BUILTIN_MODELS_DIR)
+    return resolve_path(os.environ.get("MLOPS_MODELS_DIR") or BUILTIN_MODELS_DIR)
 
 
 def data_root() -> Path:
-    return Path(os.environ.get("MLOPS_DATA_ROOT") or DEFAULT_DATA_ROOT)
+    return resolve_path(os.environ.get("MLOPS_DATA_ROOT") or DEFAULT_DATA_ROOT)
 
 
 def docker_url() -> str:

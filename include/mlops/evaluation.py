@@ -39,6 +39,13 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray, threshold: float) -
     }
 
 
+def metric_safe(text: str) -> str:
+    """A data value made safe for an MLflow metric name (letters, digits, ``_ - . /``)."""
+    import re
+
+    return re.sub(r"[^0-9A-Za-z_\-./]+", "_", text).strip("_") or "blank"
+
+
 def segment_metrics(
     X: pd.DataFrame, y: np.ndarray, proba: np.ndarray, segments: list[str]
 ) -> dict[str, float]:
@@ -53,7 +60,7 @@ def segment_metrics(
         for value in np.unique(values):
             mask = values == value
             if len(np.unique(y[mask])) == 2:
-                out[f"roc_auc__{seg}__{value.replace(' ', '_')}"] = float(roc_auc_score(y[mask], proba[mask]))
+                out[f"roc_auc__{seg}__{metric_safe(value)}"] = float(roc_auc_score(y[mask], proba[mask]))
     return out
 
 

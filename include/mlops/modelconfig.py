@@ -110,6 +110,10 @@ class TrainingConfig(_Strict):
     decision_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
 
 
+#: Holdout metrics every training run logs (plus ``roc_auc__<segment>__<value>`` per segment value).
+METRICS = frozenset({"roc_auc", "pr_auc", "f1", "log_loss", "brier", "accuracy", "positive_rate"})
+
+
 class GateConfig(_Strict):
     primary_metric: str = "roc_auc"
     min: dict[str, float] = Field(default_factory=dict, description="absolute lower bounds")
@@ -121,6 +125,14 @@ class GateConfig(_Strict):
     bootstrap_samples: int = Field(default=500, ge=0, description="0 disables the confidence interval")
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
     max_overfit_gap: float | None = Field(default=0.1, description="train - holdout of the primary metric")
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> GateConfig:
+        named = {self.primary_metric, *self.min, *self.max, *self.max_regression}
+        unknown = sorted(m for m in named if m not in METRICS and not m.startswith("roc_auc__"))
+        if unknown:
+            raise ValueError(f"gate names unknown metrics {unknown}; known: {sorted(METRICS)}")
+        return self
 
 
 class ModelConfig(_Strict):

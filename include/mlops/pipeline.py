@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,7 +76,7 @@ def _free_name(folder: Path, name: str) -> Path:
 
 @dataclass(frozen=True)
 class LandingCheck:
-    good: list[str]  # landing paths that passed validation
+    good: list[dict[str, str]]  # {"path", "sha256"} of each landing batch that passed validation
     rejected: list[dict[str, Any]]  # validation report dicts, with "quarantined_to"
     docs: list[str]  # Data Docs index.html per validated batch
 
@@ -106,14 +107,26 @@ def validate_landing(cfg: ModelConfig, data_root: str | Path, reports_dir: str |
     good, rejected, docs = [], [], []
     for path in list_batches(data_root, cfg.name):
         docs_dir = Path(reports_dir) / "data_docs" / cfg.name / path.stem
-        report = validate_batch(path, cfg, docs_dir=docs_dir)
+        try:
+            report = validate_batch(path, cfg, docs_dir=docs_dir)
+        except Exception as exc:  # a batch that crashes the validator must not block every other batch
+            log.exception("validating %s crashed", path.name)
+            d: dict[str, Any] = {
+                "batch": path.name,
+                "success": False,
+                "summary": f"Batch {path.name} REJECTED: validation crashed ({type(exc).__name__}: {exc}).",
+                "error": traceback.format_exc(),
+            }
+            d["quarantined_to"] = str(quarantine(path, d, data_root, cfg.name))
+            rejected.append(d)
+            continue
         if report.docs_path:
             docs.append(report.docs_path)
         if report.success:
             log.info(
                 "%s: %d rows, %d expectations passed", path.name, report.row_count or 0, report.evaluated
             )
-            good.append(str(path))
+            good.append({"path": str(path), "sha256": file_sha256(path)})
         else:
             log.error("%s", report.summary())
             d = report.to_dict()  # includes the summary sentence
@@ -126,15 +139,28 @@ def validate_landing(cfg: ModelConfig, data_root: str | Path, reports_dir: str |
 
 
 def version_batches(
-    cfg: ModelConfig, repo: DataRepo, paths: list[str], data_root: str | Path
+    cfg: ModelConfig,
+    repo: DataRepo,
+    batches: list[dict[str, str]],
+    data_root: str | Path,
+    run_id: str | None = None,
 ) -> list[AcceptedBatch]:
-    """Accept each validated batch into the DVC repo; a duplicate is archived, not versioned again."""
+    """Accept each validated batch (``{"path", "sha256"}``) into the DVC repo.
+
+    A duplicate of an earlier batch is archived, not versioned again. Idempotent under retries: a
+    batch that an earlier try of this run already accepted is found by its hash and counted as new.
+    """
     out = []
-    for p in map(Path, paths):
-        if not p.exists():  # a retry after a partial run: already moved into the repo
-            log.info("%s is no longer in landing (accepted by an earlier try)", p.name)
+    for b in batches:
+        p, sha = Path(b["path"]), b["sha256"]
+        if not p.exists():
+            earlier = repo.accepted(cfg.name, sha)
+            if earlier is None:
+                raise FileNotFoundError(f"{p} vanished from landing and is not in the data repository")
+            log.info("%s was accepted by an earlier try of this run as %s", p.name, earlier.path)
+            out.append(earlier)
             continue
-        accepted = repo.accept(cfg.name, p)
+        accepted = repo.accept(cfg.name, p, sha, run_id=run_id)
         if accepted.duplicate:
             archived = _free_name(duplicates_dir(data_root, cfg.name), p.name)
             shutil.move(str(p), archived)

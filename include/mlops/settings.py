@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlops import defaults
@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     )
     start_timeout: int = Field(default=180, description="Seconds `make up` waits for each service.")
 
+    @field_validator("home", "data_root", "models_dir", "reports_dir", mode="after")
+    @classmethod
+    def _resolve(cls, v: Path | None) -> Path | None:
+        return None if v is None else defaults.resolve_path(v)
+
     @cached_property
     def tracking_uri(self) -> str:
         """The MLflow tracking URI to use outside Airflow."""
@@ -85,6 +90,17 @@ class Settings(BaseSettings):
     @property
     def airflow_url(self) -> str:
         return f"http://{self.host}:{self.airflow_port}"
+
+    def as_env(self) -> dict[str, str]:
+        """Every setting as its ``MLOPS_*`` variable (secrets included): what child services inherit."""
+        env = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if value is not None:
+                env[f"MLOPS_{name.upper()}"] = str(value)
+        return env
 
     def masked(self) -> dict[str, str]:
         """Every setting as text, secrets shown as ``**********``."""

@@ -70,9 +70,7 @@ def airflow_env(s: Settings) -> dict[str, str]:
             {"conn_type": "http", "host": s.host, "port": s.mlflow_port}
         ),
         "MLOPS_MLFLOW_UI_URL": f"http://{s.host}:{s.mlflow_port}",
-        "MLOPS_HOME": str(s.home),
-        "MLOPS_DATA_ROOT": str(s.data_root),
-        "MLOPS_MODELS_DIR": str(s.models_dir),
+        **s.as_env(),  # every MLOPS_* setting, .env included, paths resolved: DAG parsing reads os.environ
         "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONUNBUFFERED": "1",
         "NO_PROXY": "127.0.0.1,localhost",

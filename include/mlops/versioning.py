@@ -130,11 +130,12 @@ class DataRepo:
         return self.root / model / "batches"
 
     def batches(self, model: str) -> list[Path]:
-        """Accepted batch files of ``model`` in acceptance order (paths in the workspace)."""
+        """Accepted batches of ``model`` in acceptance order (workspace paths; listed by their ``.dvc``)."""
         folder = self._batches_dir(model)
         if not folder.is_dir():
             return []
-        return sorted(p for p in folder.iterdir() if _BATCH.match(p.name) and p.suffix != ".dvc")
+        pointers = sorted(p for p in folder.glob("*.dvc") if _BATCH.match(p.name))
+        return [p.with_suffix("") for p in pointers]
 
     def find(self, model: str, sha256: str) -> Path | None:
         for p in self.batches(model):
@@ -143,6 +144,17 @@ class DataRepo:
                 return p
         return None
 
+    def accepted(self, model: str, sha256: str) -> AcceptedBatch | None:
+        """The accepted batch with these bytes, or None."""
+        found = self.find(model, sha256)
+        if found is None:
+            return None
+        rel = str(found.relative_to(self.root))
+        rev = self._git("log", "-n", "1", "--format=%H", "--", rel + ".dvc")
+        return AcceptedBatch(
+            model, rel, sha256, self._meta(found).get("original_name", found.name), rev, False
+        )
+
     def _meta(self, batch: Path) -> dict:
         try:
             doc = yaml.safe_load(batch.with_name(batch.name + ".dvc").read_text())
@@ -150,11 +162,32 @@ class DataRepo:
             return {}
         return (doc or {}).get("meta") or {}
 
-    def accept(self, model: str, src: str | Path, sha256: str | None = None) -> AcceptedBatch:
-        """Version ``src`` under ``model``: move it into the repo, ``dvc add``, commit, ``dvc push``.
+    def _recover(self, model: str) -> None:
+        """Drop what an interrupted ``accept`` left uncommitted (the landing file is still in place)."""
+        if not self._git("status", "--porcelain", "--untracked-files=all", "--", model):
+            return
+        self._git("reset", "-q", "--", model)  # unstage what `dvc add` (autostage) staged
+        for _ in range(2):  # restoring .gitignore can reveal the data file it was hiding
+            status = self._git("status", "--porcelain", "--untracked-files=all", "--", model)
+            if not status:
+                return
+            for line in status.splitlines():
+                code, rel = line[:2], line[3:]
+                if code == "??":
+                    (self.root / rel).unlink(missing_ok=True)
+                else:
+                    self._git("checkout", "--", rel)
+            log.warning("removed leftovers of an interrupted acceptance under %s/%s", self.root, model)
 
-        The file is moved byte-for-byte (never rewritten). Bytes accepted before: nothing is versioned
-        and the landing file is left where it is for the caller to archive.
+    def accept(
+        self, model: str, src: str | Path, sha256: str | None = None, run_id: str | None = None
+    ) -> AcceptedBatch:
+        """Version ``src`` under ``model``: copy it into the repo, ``dvc add``, commit, ``dvc push``, and
+        only then remove it from landing (so a crash at any point loses nothing).
+
+        Bytes accepted before: nothing is versioned (``duplicate=True``) and ``src`` is left for the
+        caller to archive, unless they were accepted under the same ``run_id`` (a retry of the same run:
+        then the acceptance counts as this run's and the landing copy is removed).
         """
         from dvc.repo import Repo
 
@@ -162,22 +195,23 @@ class DataRepo:
         sha = sha256 or file_sha256(src)
         with self._locked():
             self._ensure_unlocked()
+            self._recover(model)
             existing = self.find(model, sha)
             if existing is not None:
-                rel = str(existing.relative_to(self.root))
-                rev = self._git("log", "-n", "1", "--format=%H", "--", rel + ".dvc")
-                log.info(
-                    "batch %s is a duplicate of %s (sha256 %s): nothing new to version",
-                    src.name,
-                    rel,
-                    sha[:16],
-                )
-                return AcceptedBatch(model, rel, sha, src.name, rev, duplicate=True)
+                earlier = self.accepted(model, sha)
+                assert earlier is not None
+                same_run = run_id is not None and self._meta(existing).get("run_id") == run_id
+                if same_run:
+                    src.unlink(missing_ok=True)  # its bytes are committed and pushed already
+                    log.info("%s was accepted by an earlier try of this run as %s", src.name, earlier.path)
+                    return earlier
+                log.info("batch %s duplicates %s (sha256 %s): nothing new", src.name, earlier.path, sha[:16])
+                return AcceptedBatch(model, earlier.path, sha, src.name, earlier.rev, duplicate=True)
             folder = self._batches_dir(model)
             folder.mkdir(parents=True, exist_ok=True)
-            seq = len(self.batches(model)) + 1
-            dest = folder / f"{seq:05d}-{sha[:16]}-{src.name}"
-            shutil.move(str(src), dest)
+            seqs = [int(_BATCH.match(p.name)["seq"]) for p in self.batches(model)]
+            dest = folder / f"{max(seqs, default=0) + 1:05d}-{sha[:16]}-{src.name}"
+            shutil.copy2(src, dest)
             try:
                 with Repo(str(self.root)) as repo:
                     repo.add([str(dest)])
@@ -187,6 +221,7 @@ class DataRepo:
                     "sha256": sha,
                     "original_name": src.name,
                     "accepted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    **({"run_id": run_id} if run_id else {}),
                 }
                 dvc_file.write_text(yaml.safe_dump(doc, sort_keys=False))
                 self._git("add", "-A", model)
@@ -194,13 +229,18 @@ class DataRepo:
                 rev = self.head()
                 with Repo(str(self.root)) as repo:
                     repo.push()
-            except Exception:
-                # Never lose a batch: put the bytes back where they came from, then undo the half-add.
-                if dest.exists() and not src.exists():
-                    shutil.move(str(dest), src)
-                for leftover in (dest.with_name(dest.name + ".dvc"),):
-                    leftover.unlink(missing_ok=True)
+            except BaseException:
+                # Killed or failed before the commit: undo the half-add (the landing file is intact).
+                # After the commit: the batch is versioned; a retry finds it by hash (same run_id).
+                if (
+                    self._git(
+                        "log", "-n", "1", "--format=%H", "--", str(dest.relative_to(self.root)) + ".dvc"
+                    )
+                    == ""
+                ):
+                    self._recover(model)
                 raise
+            src.unlink()
             rel = str(dest.relative_to(self.root))
             log.info("accepted %s as %s at revision %s", src.name, rel, rev[:12])
             return AcceptedBatch(model, rel, sha, src.name, rev, duplicate=False)

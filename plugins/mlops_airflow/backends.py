@@ -127,7 +127,9 @@ def docker_training_operator(
         # provider 4.x: "never" | "success" | "force" (no booleans any more)
         "auto_remove": "success",
         "do_xcom_push": True,
-        "xcom_all": False,
+        # every output line: training_result() takes the last JSON result line, so a warning printed
+        # after it (at interpreter exit, say) cannot hide the result
+        "xcom_all": True,
         "force_pull": False,
         "tty": False,
         "labels": {"mlops.model": cfg.name, "mlops.component": "training"},
@@ -229,12 +231,21 @@ def training_result(value: Any) -> dict[str, Any]:
     ``local`` and ``kubernetes`` return the dict itself; ``docker`` returns the container's last output
     line, the result as JSON text. Raises ``ValueError`` when ``value`` is neither.
     """
+    if isinstance(value, list | tuple):  # DockerOperator with xcom_all: the output lines
+        value = "\n".join(str(v) for v in value)
     if isinstance(value, str):
-        lines = [ln for ln in value.strip().splitlines() if ln.strip()]
-        try:
-            value = json.loads(lines[-1]) if lines else None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"training output is not a JSON result: {value[-500:]!r}") from exc
+        text = value
+        value = None
+        for line in reversed([ln.strip() for ln in text.splitlines() if ln.strip()]):
+            try:
+                candidate = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(candidate, dict) and "run_id" in candidate:
+                value = candidate
+                break
+        if value is None:
+            raise ValueError(f"training output holds no JSON result line: {text[-500:]!r}")
     if not isinstance(value, dict) or "run_id" not in value or "model_version" not in value:
         raise ValueError(f"not a training result (needs run_id and model_version): {value!r}")
     return value

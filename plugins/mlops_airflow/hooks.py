@@ -25,7 +25,7 @@ class MlflowHook(BaseHook):
 
     def tracking_uri(self) -> str:
         conn = self.get_connection(self.mlflow_conn_id)
-        scheme = conn.schema or "http"
+        scheme = conn.schema or (conn.conn_type if conn.conn_type in ("http", "https") else "http")
         host = conn.host or "127.0.0.1"
         if "://" in host:  # a full URL stored as host
             return host.rstrip("/")

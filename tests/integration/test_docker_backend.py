@@ -163,7 +163,7 @@ def test_operator_is_configured_from_the_model_config(monkeypatch):
     assert op.network_mode == "host" and op.mem_limit == "3g"
     assert op.docker_url == DEFAULT_DOCKER_URL
     assert op.auto_remove == "success" and op.mount_tmp_dir is False
-    assert op.do_xcom_push is True and op.xcom_all is False
+    assert op.do_xcom_push is True and op.xcom_all is True
     op._normalize_mounts()  # what execute() does first
     assert [(m["Source"], m["Target"], m["Type"], m["ReadOnly"]) for m in op.mounts] == [
         ("/srv/data", "/srv/data", "bind", True)
@@ -315,7 +315,7 @@ def test_docker_backend_trains_and_registers_through_podman(docker_api, test_ima
     }, log[-6000:]
 
     collected = json.loads(out.read_text())
-    assert collected["raw_type"] == "str"  # DockerOperator returns the last output line as text
+    assert collected["raw_type"] == "list"  # DockerOperator (xcom_all) returns the output lines
     result = collected["result"]
     assert result["model"] == "churn" and result["train_rows"] + result["holdout_rows"] == 2000
 

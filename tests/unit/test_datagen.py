@@ -50,3 +50,18 @@ def test_write_frame_by_extension(tmp_path):
     assert (tmp_path / "x.csv").read_text().startswith("customer_id,")
     with pytest.raises(ValueError, match=r"\.csv or \.parquet"):
         write_frame(df, tmp_path / "x.json")
+
+
+def test_breast_cancer_batches_are_real_cases_with_stable_ids():
+    from mlops.datagen import generate_breast_cancer
+
+    a, b = generate_breast_cancer(300, seed=1), generate_breast_cancer(300, seed=2)
+    assert a.case_id.is_unique and len(a) == 300
+    shared = set(a.case_id) & set(b.case_id)
+    assert shared, "overlapping draws of the 569 cases"
+    cid = sorted(shared)[0]
+    row_a = a[a.case_id == cid].drop(columns="case_id").reset_index(drop=True)
+    row_b = b[b.case_id == cid].drop(columns="case_id").reset_index(drop=True)
+    assert row_a.equals(row_b), "the same case keeps its id and its values in every batch"
+    with pytest.raises(ValueError, match="569 real cases"):
+        generate_breast_cancer(600)

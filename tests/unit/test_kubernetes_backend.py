@@ -268,6 +268,8 @@ def test_training_result_reads_every_backends_return_value():
     docker_line = '{"metrics": {"roc_auc": 0.8}, "model": "churn", "model_version": "3", "run_id": "abc"}'
     assert training_result(docker_line) == result  # docker: the last output line
     assert training_result("warning: something\n" + docker_line + "\n") == result
+    # docker with xcom_all: every output line, a warning printed after the result included
+    assert training_result(["fitting ...", docker_line, "Exception ignored in atexit"]) == result
     for bad in ("Traceback ...", "", None, {"run_id": "abc"}, "[1, 2]"):
         with pytest.raises(ValueError):
             training_result(bad)

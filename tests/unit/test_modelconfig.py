@@ -69,3 +69,9 @@ def test_unknown_model_lists_known(tmp_path):
     assert list(discover_model_configs(tmp_path)) == ["m"]
     with pytest.raises(ModelConfigError, match="known: m"):
         get_model_config("x", tmp_path)
+
+
+def test_gate_metric_typo_is_refused(tmp_path):
+    text = VALID.format(name="m") + "gate:\n  primary_metric: roc_acu\n  min: {f1: 0.5}\n"
+    with pytest.raises(ModelConfigError, match=r"gate names unknown metrics \['roc_acu'\]"):
+        load_model_config(write(tmp_path, text))

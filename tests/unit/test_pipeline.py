@@ -36,7 +36,7 @@ def test_every_bad_batch_is_quarantined_byte_for_byte_with_its_report(tmp_path, 
 
     check = validate_landing(cfg, data_root, tmp_path / "reports")
 
-    assert check.good == [str(good)] and good.exists()
+    assert check.good == [{"path": str(good), "sha256": file_sha256(good)}] and good.exists()
     assert sorted(r["batch"] for r in check.rejected) == sorted(expected)
     q = quarantine_dir(data_root, "churn")
     for name, sha in expected.items():

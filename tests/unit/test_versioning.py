@@ -62,3 +62,38 @@ def test_failed_versioning_puts_the_batch_back(tmp_path, repo, monkeypatch):
     with pytest.raises(VersioningError, match="simulated"):
         repo.accept("churn", a)
     assert a.read_bytes() == data
+
+
+def test_interrupted_acceptance_loses_nothing_and_a_retry_of_the_run_completes(tmp_path, repo, monkeypatch):
+    from dvc.repo import Repo
+
+    a = _batch(tmp_path, "a.csv", 1)
+    data = a.read_bytes()
+    repo.ensure()
+    real_add = Repo.add
+
+    def killed_after_add(self, *args, **kwargs):
+        real_add(self, *args, **kwargs)
+        raise KeyboardInterrupt  # the supervisor's SIGINT lands between `dvc add` and the commit
+
+    monkeypatch.setattr(Repo, "add", killed_after_add)
+    with pytest.raises(KeyboardInterrupt):
+        repo.accept("churn", a, run_id="run-1")
+    monkeypatch.setattr(Repo, "add", real_add)
+    assert a.read_bytes() == data, "the landing file is untouched"
+    assert repo.batches("churn") == []
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=repo.root, capture_output=True, text=True
+    ).stdout
+    assert status == "", f"no half-accepted leftovers: {status!r}"
+
+    first = repo.accept("churn", a, run_id="run-1")
+    assert not first.duplicate and not a.exists()
+    # the same bytes landed again in the same run (a retry after the commit) count as this run's
+    again = _batch(tmp_path, "a.csv", 1)
+    same = repo.accept("churn", again, run_id="run-1")
+    assert not same.duplicate and same.path == first.path and not again.exists()
+    # ...and in another run as a duplicate, left for the caller to archive
+    third = _batch(tmp_path, "a.csv", 1)
+    assert repo.accept("churn", third, run_id="run-2").duplicate and third.exists()
+    assert len(repo.batches("churn")) == 1
