@@ -83,6 +83,29 @@ def test_demo_runs_the_main_job_through_airflow(stack_env):
     assert len(list(quarantine.glob("*.validation.json"))) == 1
 
 
+def test_task_links_open_mlflow_and_data_docs(stack_env):
+    from mlops.airflow_api import AirflowAPI
+
+    base = f"http://127.0.0.1:{stack_env['MLOPS_AIRFLOW_PORT']}"
+    api = AirflowAPI(base, "admin", "admin")
+    runs = api._json("GET", "/api/v2/dags/churn_training/dagRuns")["dag_runs"]
+    good = next(r["dag_run_id"] for r in runs if r["state"] == "success")
+
+    def links(task):
+        path = f"/api/v2/dags/churn_training/dagRuns/{good}/taskInstances/{task}/links"
+        return api._json("GET", path)["extra_links"]
+
+    docs = links("validate")["Data Docs"]
+    assert docs.startswith(f"{base}/mlops/reports/data_docs/churn/")
+    page = httpx.get(docs, trust_env=False)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    mlflow = links("collect_result")
+    assert (
+        "/#/experiments/" in mlflow["MLflow run"]
+        and "/#/models/churn/versions/" in mlflow["MLflow model version"]
+    )
+
+
 def test_down_frees_every_port(stack_env):
     from mlops.stack import port_in_use
 
