@@ -6,6 +6,7 @@ mlops generate ...           write a synthetic batch (demo data)
 mlops train ...              the training entrypoint (same in a pod, a container or locally)
 mlops stack up|down|status   the local stack of the embedded default
 mlops demo                   run the main job through Airflow and print a summary
+mlops serve --model-uri URI  the model server (HTTP, Prometheus metrics, prediction log)
 """
 
 from __future__ import annotations
@@ -90,6 +91,36 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the main job through Airflow on the local stack and print a summary")
     d.add_argument("--model", default="churn")
     d.add_argument("--timeout", type=int, default=900, help="seconds to wait for the DAG run")
+
+    v = sub.add_parser("serve", help="serve an MLflow model over HTTP (MLflow-compatible /invocations)")
+    v.add_argument(
+        "--model-uri", required=True, help="models:/name/version, models:/name@alias, runs:/..., or a path"
+    )
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--workers", type=int, default=1, help="1: uvicorn; N: gunicorn with N uvicorn workers")
+    v.add_argument(
+        "--variant",
+        default=os.environ.get("MLOPS_SERVE_VARIANT") or "stable",
+        help="stable, canary, staging...",
+    )
+    v.add_argument("--model-name", help="name in metrics, logs and /version (default: from the URI)")
+    v.add_argument(
+        "--model-version", help="version label (default: resolved from a models:/ URI, else unknown)"
+    )
+    v.add_argument(
+        "--tracking-uri", help="MLflow server (default: MLFLOW_TRACKING_URI, then the local stack)"
+    )
+    v.add_argument(
+        "--predictions-dir",
+        type=Path,
+        help="prediction log folder (default: $MLOPS_HOME/predictions/<model>)",
+    )
+    v.add_argument("--sample-rate", type=float, default=1.0, help="share of requests logged (0 = none)")
+    v.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger bodies get 413")
+    v.add_argument(
+        "--max-batch-rows", type=int, default=256, help="rows of concurrent requests per model call (0 = off)"
+    )
     return p
 
 
@@ -108,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": _cmd_train,
         "stack": _cmd_stack,
         "demo": _cmd_demo,
+        "serve": _cmd_serve,
     }[args.command]
     try:
         return handler(args)
@@ -227,6 +259,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from mlops.demo import run_demo
 
     return run_demo(get_settings(), model=args.model, timeout=args.timeout)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from mlops.serving import serve
+
+    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if tracking_uri is None and args.model_uri.startswith(("models:/", "runs:/")):
+        tracking_uri = get_settings().tracking_uri
+    return serve(
+        args.model_uri,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        variant=args.variant,
+        tracking_uri=tracking_uri,
+        model_name=args.model_name,
+        model_version=args.model_version,
+        predictions_dir=args.predictions_dir,
+        sample_rate=args.sample_rate,
+        max_body_bytes=args.max_body_bytes,
+        max_batch_rows=args.max_batch_rows,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover
