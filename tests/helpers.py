@@ -55,3 +55,34 @@ def mlflow_server(home: Path) -> Iterator[str]:
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+
+
+def save_churn_model(path: Path, seed: int, max_iter: int = 30):
+    """A small real churn pipeline saved as an MLflow model (signature, input example) at ``path``.
+
+    Returns ``(pipeline, model config)``. No MLflow server needed: for serving tests.
+    """
+    import warnings
+
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from mlops.datagen import generate_churn
+    from mlops.modelconfig import get_model_config
+    from mlops.settings import get_settings
+    from mlops.training import build_pipeline
+
+    cfg = get_model_config("churn", get_settings().models_dir)
+    df = generate_churn(1500, seed=seed)
+    X = df[cfg.features.all]
+    pipe = build_pipeline(cfg, {"max_iter": max_iter}).fit(X, df[cfg.target])
+    example = X.head(5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlflow.sklearn.save_model(
+            pipe,
+            str(path),
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+            signature=infer_signature(example, pipe.predict(example)),
+            input_example=example,
+        )
+    return pipe, cfg

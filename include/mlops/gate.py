@@ -24,14 +24,6 @@ from typing import Any, Literal
 LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
 
 
-class GateFailed(Exception):
-    """The candidate model did not pass the gate (a rejected model, not a crash)."""
-
-    def __init__(self, result: GateResult):
-        super().__init__(str(result))
-        self.result = result
-
-
 def _is_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and not math.isnan(x)
 
@@ -159,12 +151,6 @@ def _bound_checks(metrics: dict[str, float], bounds: tuple[Bound, ...] | list[Bo
         verdict = "holds" if ok else "does not hold"
         checks.append(Check(name, ok, f"{b.metric} = {value:.4f} {verdict} ({rel} {b.limit:g} required)."))
     return checks
-
-
-def validate_metrics(metrics: dict[str, float], bounds: list[Bound]) -> GateResult:
-    """Absolute bounds only. A metric that is missing or NaN fails its bound."""
-    checks = _bound_checks(metrics, bounds)
-    return GateResult(passed=all(c.passed for c in checks), checks=tuple(checks))
 
 
 def evaluate_gate(

@@ -8,14 +8,13 @@ import signal
 import subprocess
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import VENV_BIN, free_port, wait_http
+from tests.helpers import VENV_BIN, free_port, save_churn_model, wait_http
 
 REQUESTS = 200
 THREADS = 8
@@ -23,27 +22,10 @@ THREADS = 8
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
     from mlops.datagen import generate_churn
-    from mlops.modelconfig import get_model_config
-    from mlops.settings import get_settings
-    from mlops.training import build_pipeline
 
-    cfg = get_model_config("churn", get_settings().models_dir)
-    df = generate_churn(1500, seed=5)
-    X = df[cfg.features.all]
-    pipe = build_pipeline(cfg, {"max_iter": 30}).fit(X, df[cfg.target])
     path = tmp_path_factory.mktemp("model") / "churn"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mlflow.sklearn.save_model(
-            pipe,
-            str(path),
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-            signature=infer_signature(X.head(5), pipe.predict(X.head(5))),
-            input_example=X.head(5),
-        )
+    pipe, cfg = save_churn_model(path, seed=5)
     rows = generate_churn(REQUESTS, seed=8)[cfg.features.all]
     return path, pipe, rows
 

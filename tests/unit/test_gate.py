@@ -4,9 +4,14 @@ import json
 import math
 
 import pytest
-from mlops.gate import Bound, GateResult, bounds_from_config, validate_metrics
+from mlops.gate import Bound, GatePolicy, GateResult, bounds_from_config, evaluate_gate
 
 BOUNDS = bounds_from_config({"roc_auc": 0.7, "pr_auc": 0.4}, {"log_loss": 0.6})
+
+
+def validate_metrics(metrics, bounds):
+    """Absolute bounds only: no champion, no overfitting check (one informational check says so)."""
+    return evaluate_gate(GatePolicy(bounds=tuple(bounds), max_overfit_gap=None), metrics)
 
 
 @pytest.mark.parametrize(
@@ -29,22 +34,23 @@ def test_decisions(metrics, passed, failing):
     result = validate_metrics(metrics, BOUNDS)
     assert result.passed is passed
     assert [c.name for c in result.checks if not c.passed] == failing
-    assert len(result.checks) == 3
+    assert len(result.checks) == 4  # three bounds + "no @champion yet"
 
 
 def test_reasons_read_as_sentences():
     result = validate_metrics({"roc_auc": 0.65, "pr_auc": 0.5, "log_loss": 0.4}, BOUNDS)
     assert "roc_auc = 0.6500 does not hold (>= 0.7 required)." in result.reasons
-    assert str(result).startswith("Gate failed (1 of 3 checks): roc_auc = 0.6500 does not hold")
+    assert str(result).startswith("Gate failed (1 of 4 checks): roc_auc = 0.6500 does not hold")
     payload = json.loads(result.to_json())
     assert payload["decision"] == "failed"
-    assert len(payload["checks"]) == 3
+    assert len(payload["checks"]) == 4
 
 
 def test_no_bounds_passes_vacuously_and_says_so():
     result = validate_metrics({"roc_auc": 0.5}, [])
     assert isinstance(result, GateResult) and result.passed
-    assert str(result) == "Gate passed: all 0 checks hold."
+    assert str(result) == "Gate passed: all 1 checks hold."
+    assert result.reasons == ["There is no @champion yet, so only absolute bounds apply."]
 
 
 @pytest.mark.parametrize(
@@ -57,7 +63,7 @@ def test_bound_validates_itself(bad):
 
 # --------------------------------------------------------------------------- champion comparison
 
-from mlops.gate import ConfidenceInterval, GatePolicy, evaluate_gate  # noqa: E402
+from mlops.gate import ConfidenceInterval  # noqa: E402
 
 POLICY = GatePolicy(
     primary_metric="roc_auc",

@@ -12,6 +12,8 @@ import pytest
 from mlops.serving import PredictionLog, ServingApp, ServingSettings, create_app, observe_many
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers import save_churn_model
+
 with warnings.catch_warnings():  # starlette asks for httpx2; the locked httpx works
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
@@ -22,28 +24,10 @@ ROWS = 12
 @pytest.fixture(scope="module")
 def churn(tmp_path_factory):
     """A small real churn pipeline saved as an MLflow model (signature + input example), and rows to score."""
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
     from mlops.datagen import generate_churn
-    from mlops.modelconfig import get_model_config
-    from mlops.settings import get_settings
-    from mlops.training import build_pipeline
 
-    cfg = get_model_config("churn", get_settings().models_dir)
-    df = generate_churn(1500, seed=3)
-    X, y = df[cfg.features.all], df[cfg.target]
-    pipe = build_pipeline(cfg, {"max_iter": 30}).fit(X, y)
     path = tmp_path_factory.mktemp("model") / "churn"
-    example = X.head(5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mlflow.sklearn.save_model(
-            pipe,
-            str(path),
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-            signature=infer_signature(example, pipe.predict(example)),
-            input_example=example,
-        )
+    pipe, cfg = save_churn_model(path, seed=3)
     rows = generate_churn(ROWS, seed=11)[cfg.features.all]
     return {"path": str(path), "pipe": pipe, "rows": rows, "cfg": cfg}
 
