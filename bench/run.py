@@ -162,7 +162,8 @@ def bench_demo() -> None:
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "AIRFLOW", "VIRTUAL_ENV"))}
         env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(REPO)))
-        env["MLOPS_AIRFLOW_PORT"], env["MLOPS_MLFLOW_PORT"] = str(free_port()), str(free_port())
+        for key in ("MLOPS_AIRFLOW_PORT", "MLOPS_MLFLOW_PORT", "MLOPS_SERVING_PORT"):
+            env[key] = str(free_port())
         t0 = time.monotonic()
         res = subprocess.run(["make", "demo"], cwd=clone, env=env, capture_output=True, text=True)
         wall = time.monotonic() - t0
@@ -196,6 +197,7 @@ def bench_pipeline(sizes: tuple[int, ...] = (100_000, 1_000_000)) -> None:
             "MLOPS_DATA_ROOT": f"{tmp}/data",
             "MLOPS_AIRFLOW_PORT": str(free_port()),
             "MLOPS_MLFLOW_PORT": str(free_port()),
+            "MLOPS_SERVING_PORT": str(free_port()),
         }
         os.environ.update(env)
         s = Settings()

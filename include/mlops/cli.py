@@ -251,7 +251,9 @@ def _cmd_stack(args: argparse.Namespace) -> int:
         rows = stack.status(settings)
         for r in rows:
             print(f"{r['service']:<14} {r['state']:<8} pid {r['pid']:<8} {r['health']}")
-        return 0 if all(r["health"] == "healthy" for r in rows) else 3
+        required_ok = all(r["health"] == "healthy" for r in rows if not r["optional"])
+        optional_ok = all(r["health"] in ("healthy", "-") for r in rows if r["optional"])
+        return 0 if required_ok and optional_ok else 3
     return 0
 
 

@@ -106,6 +106,32 @@ def _judge(act: Act) -> None:
         act.problem = f"stage {failed[0] if failed else 'unknown'!r} failed"
 
 
+def _serve_champion(settings: Settings, model: str) -> str | None:
+    """(Re)start the local endpoint on the current @champion and show one prediction through it."""
+    import httpx
+
+    from mlops import stack
+    from mlops.datagen import GENERATORS, generate
+    from mlops.modelconfig import get_model_config
+
+    if model != settings.serving_model:
+        print(
+            f"  (the local endpoint serves {settings.serving_model!r}; set MLOPS_SERVING_MODEL={model} to serve this one)"
+        )
+        return None
+    url = stack.serve_up(settings, restart=True)
+    if url is None or model not in GENERATORS:
+        return url
+    cfg = get_model_config(model, settings.models_dir)
+    rows = generate(model, rows=3, seed=7)[cfg.features.all]
+    body = {"dataframe_split": rows.to_dict(orient="split", index=False)}
+    r = httpx.post(f"{url}/invocations", json=body, timeout=30, trust_env=False)
+    r.raise_for_status()
+    print(f"  POST {url}/invocations (3 rows) -> {r.json()}")
+    print(f"  also: {url}/predict, {url}/metrics, {url}/version")
+    return url
+
+
 def run_demo(settings: Settings, model: str = "churn", timeout: int = 900) -> int:
     from mlops.pipeline import landing_dir, quarantine_dir
 
@@ -158,6 +184,8 @@ def run_demo(settings: Settings, model: str = "churn", timeout: int = 900) -> in
             kept = sorted(p.name for p in q.glob("*-corrupt.csv")) if q.is_dir() else []
             print(f"  quarantine: {q} ({len(kept)} corrupt batch(es) kept intact, report beside each)")
         print(f"  Airflow: {api.ui_run_url(dag_id, act.run_id)}")
+    print("\nModel endpoint (the local target of the embedded default):")
+    endpoint = _serve_champion(settings, model)
     bad = [(i, a) for i, a in enumerate(acts, 1) if not a.ok]
     if bad:
         for i, act in bad:
@@ -167,6 +195,8 @@ def run_demo(settings: Settings, model: str = "churn", timeout: int = 900) -> in
         return 1
     print(
         f"\nDemo finished: {mlflow_url} holds the model versions, {settings.airflow_url} the runs "
-        f"(login {settings.admin_user}). The stack stays up: `make down` stops it."
+        f"(login {settings.admin_user})"
+        + (f", {endpoint} serves @champion" if endpoint else "")
+        + ". The stack stays up: `make down` stops it."
     )
     return 0

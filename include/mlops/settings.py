@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Interface every local service binds to.")
     airflow_port: int = Field(default=8080, description="Port of the Airflow api-server (UI and REST API).")
     mlflow_port: int = Field(default=5000, description="Port of the MLflow tracking server.")
+    serving_port: int = Field(default=8000, description="Port of the local model endpoint (mlops serve).")
+    serving_model: str = Field(
+        default="churn", description="Model whose @champion the local endpoint serves once one exists."
+    )
     mlflow_tracking_uri: str | None = Field(
         default=None,
         description="MLflow server used outside Airflow. Empty: the local stack's server.",

@@ -155,6 +155,30 @@ def services(s: Settings) -> list[Service]:
     ]
 
 
+def serving_service(s: Settings) -> Service:
+    """The local model endpoint: ``mlops serve`` of the serving model's ``@champion``."""
+    return Service(
+        "serving",
+        [
+            str(Path(sys.executable).parent / "mlops"), "serve",
+            "--model-uri", f"models:/{s.serving_model}@champion",
+            "--tracking-uri", s.tracking_uri,
+            "--host", s.host, "--port", str(s.serving_port),
+            "--variant", "stable",
+        ],
+        s.serving_port,
+        lambda: _http_ok(f"http://{s.host}:{s.serving_port}/ready"),
+    )  # fmt: skip
+
+
+def _champion_version(s: Settings) -> str | None:
+    from mlflow import MlflowClient
+
+    from mlops.registry import CHAMPION, alias_version
+
+    return alias_version(MlflowClient(s.tracking_uri), s.serving_model, CHAMPION)
+
+
 # --------------------------------------------------------------------------- PID bookkeeping
 
 
@@ -242,26 +266,17 @@ def up(s: Settings) -> None:
         _prepare(s)
     env = {**os.environ, **airflow_env(s)}
     for svc in todo:
-        logfile = s.home / "logs" / f"{svc.name}.log"
-        with open(logfile, "ab") as fh:
-            proc = subprocess.Popen(
-                svc.argv,
-                env=env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=str(s.home),
-            )
-        _write_pid(s, svc.name, proc.pid)
-        _say(f"• {svc.name}: started (pid {proc.pid}, log {logfile})")
+        _start(s, svc, env)
     wait_healthy(s)
+    serve_up(s)
     _say("")
     _say(
         f"Airflow UI   {s.airflow_url}   login {s.admin_user} / "
         f"{'admin' if s.admin_password.get_secret_value() == 'admin' else '(MLOPS_ADMIN_PASSWORD)'}"
     )
     _say(f"MLflow UI    http://{s.host}:{s.mlflow_port}")
+    if _read_pid(s, "serving") is not None:
+        _say(f"Model API    http://{s.host}:{s.serving_port}/invocations  (/predict, /metrics, /version)")
     _say(f"Airflow CLI  source {s.home / 'airflow.env'} && airflow dags list")
 
 
@@ -288,26 +303,86 @@ def wait_healthy(s: Settings) -> None:
         time.sleep(1.0)
 
 
+def _start(s: Settings, svc: Service, env: dict[str, str]) -> None:
+    logfile = s.home / "logs" / f"{svc.name}.log"
+    with open(logfile, "ab") as fh:
+        proc = subprocess.Popen(
+            svc.argv,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=str(s.home),
+        )
+    _write_pid(s, svc.name, proc.pid)
+    _say(f"• {svc.name}: started (pid {proc.pid}, log {logfile})")
+
+
+def _stop(s: Settings, svc: Service, timeout: float = 30.0) -> bool:
+    """Stop the process group recorded for ``svc``; False when it was not running."""
+    pid = _read_pid(s, svc.name)
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _group_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _group_alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+        _say(f"• {svc.name}: killed (did not stop within {timeout:.0f}s)")
+    else:
+        _say(f"• {svc.name}: stopped (pid {pid})")
+    (_run_dir(s) / f"{svc.name}.pid").unlink(missing_ok=True)
+    return True
+
+
+def serve_up(s: Settings, restart: bool = False, timeout: float = 180.0) -> str | None:
+    """Start the local endpoint on the current ``@champion`` (``restart``: pick up a new champion).
+
+    Returns its URL, or None (with a message) while the model has no champion yet.
+    """
+    svc = serving_service(s)
+    running = _read_pid(s, svc.name) is not None
+    if running and not restart:
+        _say(f"• serving: already running (pid {_read_pid(s, svc.name)})")
+        return f"http://{s.host}:{s.serving_port}"
+    version = _champion_version(s)
+    if version is None:
+        _say(
+            f"• serving: not started, {s.serving_model!r} has no @champion yet (it starts with the next `make up`)"
+        )
+        return None
+    if running:
+        _stop(s, svc)
+    if port_in_use(s.host, s.serving_port):
+        raise StackError(
+            f"port {s.serving_port} on {s.host} is already in use by another program, so serving cannot start. "
+            "Stop that program, or choose another port (MLOPS_SERVING_PORT)."
+        )
+    _start(s, svc, {**os.environ, **airflow_env(s)})
+    deadline = time.monotonic() + timeout
+    while True:
+        if _read_pid(s, svc.name) is None:
+            raise StackError(f"serving exited during start-up; see {s.home / 'logs' / 'serving.log'}")
+        ok, detail = svc.health()
+        if ok:
+            break
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"serving not ready after {timeout:.0f}s ({detail}); see {s.home / 'logs' / 'serving.log'}"
+            )
+        time.sleep(1.0)
+    url = f"http://{s.host}:{s.serving_port}"
+    _say(f"• serving: {s.serving_model} v{version} (@champion) ready at {url}")
+    return url
+
+
 def down(s: Settings, timeout: float = 30.0) -> None:
     """Stop the process groups `up` started (by recorded PID), newest first. Nothing else is touched."""
-    stopped_any = False
-    for svc in reversed(services(s)):
-        pid = _read_pid(s, svc.name)
-        if pid is None:
-            continue
-        stopped_any = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _group_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _group_alive(pid):
-            os.killpg(pid, signal.SIGKILL)
-            _say(f"• {svc.name}: killed (did not stop within {timeout:.0f}s)")
-        else:
-            _say(f"• {svc.name}: stopped (pid {pid})")
-        (_run_dir(s) / f"{svc.name}.pid").unlink(missing_ok=True)
-    if not stopped_any:
+    stopped = [_stop(s, svc, timeout) for svc in [serving_service(s), *reversed(services(s))]]
+    if not any(stopped):
         _say("nothing of the local stack is running")
 
 
@@ -338,11 +413,16 @@ def _pgid_of(pid: int) -> int | None:
 
 
 def status(s: Settings) -> list[dict[str, str]]:
+    """One row per part; the model endpoint is optional (it runs once a champion exists)."""
     rows = []
-    for svc in services(s):
+    for svc in [*services(s), serving_service(s)]:
+        optional = svc.name == "serving"
         pid = _read_pid(s, svc.name)
         if pid is None:
-            rows.append({"service": svc.name, "pid": "-", "state": "stopped", "health": "-"})
+            state = "stopped (starts once a @champion exists)" if optional else "stopped"
+            rows.append(
+                {"service": svc.name, "pid": "-", "state": state, "health": "-", "optional": optional}
+            )
             continue
         ok, detail = svc.health()
         rows.append(
@@ -351,6 +431,7 @@ def status(s: Settings) -> list[dict[str, str]]:
                 "pid": str(pid),
                 "state": "running",
                 "health": "healthy" if ok else f"unhealthy ({detail})",
+                "optional": optional,
             }
         )
     return rows

@@ -25,6 +25,7 @@ def stack_env(tmp_path_factory):
         "MLOPS_DATA_ROOT": str(root / "data"),
         "MLOPS_AIRFLOW_PORT": str(free_port()),
         "MLOPS_MLFLOW_PORT": str(free_port()),
+        "MLOPS_SERVING_PORT": str(free_port()),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
     up = subprocess.run([MLOPS, "stack", "up"], env=env, capture_output=True, text=True, timeout=400)
@@ -81,6 +82,11 @@ def test_demo_runs_the_main_job_through_airflow(stack_env):
     quarantine = Path(stack_env["MLOPS_DATA_ROOT"]) / "quarantine" / "churn"
     assert len(list(quarantine.glob("*-corrupt.csv"))) == 1
     assert len(list(quarantine.glob("*.validation.json"))) == 1
+    # the local endpoint now serves the champion
+    api = f"http://127.0.0.1:{stack_env['MLOPS_SERVING_PORT']}"
+    assert httpx.get(f"{api}/ready", trust_env=False).status_code == 200
+    assert httpx.get(f"{api}/version", trust_env=False).json()["model_version"] == champion
+    assert "POST " in out and "/invocations (3 rows) -> {'predictions': [" in out
 
 
 def test_task_links_open_mlflow_and_data_docs(stack_env):
@@ -113,7 +119,7 @@ def test_down_frees_every_port(stack_env):
         [MLOPS, "stack", "down"], env=stack_env, capture_output=True, text=True, timeout=120
     )
     assert down.returncode == 0, down.stderr
-    for key in ("MLOPS_AIRFLOW_PORT", "MLOPS_MLFLOW_PORT"):
+    for key in ("MLOPS_AIRFLOW_PORT", "MLOPS_MLFLOW_PORT", "MLOPS_SERVING_PORT"):
         assert not port_in_use("127.0.0.1", int(stack_env[key]))
     marker = f"MLOPS_HOME={stack_env['MLOPS_HOME']}".encode()
     assert _processes_with_env(marker) == []

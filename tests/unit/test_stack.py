@@ -13,6 +13,11 @@ from mlops.settings import Settings
 from tests.helpers import free_port, wait_http
 
 
+def _required(settings):
+    """Status rows of the required parts (the model endpoint is optional: no champion here)."""
+    return [r for r in stack.status(settings) if not r["optional"]]
+
+
 @pytest.fixture
 def fake_services(monkeypatch, tmp_path):
     """Two real HTTP servers as the stack's services; no Airflow, no migrations."""
@@ -33,6 +38,7 @@ def fake_services(monkeypatch, tmp_path):
     monkeypatch.setattr(stack, "services", services)
     monkeypatch.setattr(stack, "_prepare", lambda s: (s.home / "logs").mkdir(parents=True, exist_ok=True))
     monkeypatch.setattr(stack.shutil, "which", lambda *a, **k: "/bin/true")
+    monkeypatch.setattr(stack, "_champion_version", lambda s: None)  # no MLflow here: no endpoint
     return settings, ports
 
 
@@ -42,15 +48,15 @@ def test_up_is_idempotent_and_down_stops_only_ours(fake_services, capsys):
     try:
         stack.up(settings)
         wait_http(f"http://127.0.0.1:{ports[0]}/")
-        pids = {r["service"]: r["pid"] for r in stack.status(settings)}
-        assert all(r["health"] == "healthy" for r in stack.status(settings))
+        pids = {r["service"]: r["pid"] for r in _required(settings)}
+        assert all(r["health"] == "healthy" for r in _required(settings))
 
         stack.up(settings)  # second time: nothing new started
         assert "already running" in capsys.readouterr().out
-        assert {r["service"]: r["pid"] for r in stack.status(settings)} == pids
+        assert {r["service"]: r["pid"] for r in _required(settings)} == pids
 
         stack.down(settings)
-        assert all(r["state"] == "stopped" for r in stack.status(settings))
+        assert all(r["state"] == "stopped" for r in _required(settings))
         for p in ports:
             assert not stack.port_in_use("127.0.0.1", p)
         assert bystander.poll() is None  # a process we did not start is untouched
@@ -66,7 +72,7 @@ def test_port_taken_by_someone_else_is_named(fake_services):
         squatter.listen()
         with pytest.raises(stack.StackError, match=f"port {ports[1]} on 127.0.0.1 is already in use"):
             stack.up(settings)
-    assert all(r["state"] == "stopped" for r in stack.status(settings))
+    assert all(r["state"] == "stopped" for r in _required(settings))
 
 
 def test_stale_pid_file_is_ignored(fake_services):
