@@ -1,0 +1,1 @@
+"""Deployment of model versions: targets (local, kubernetes), rollout policy, analysis, smoke tests."""
