@@ -76,3 +76,7 @@ clean: down ## stop the stack and delete local state (.mlops/, data/)
 
 podman: ## install Podman and serve the Docker API on /run/podman/podman.sock (root; for the docker backend)
 	bash .ci/setup-podman.sh
+
+.PHONY: image
+image: install ## training image; MODEL=churn [VERSION=3]: serving image of @champion (or VERSION), pushed + recorded
+	$(BIN)/python -m mlops.images $(if $(MODEL),serving --model $(MODEL) --version $(or $(VERSION),@champion),training)

@@ -76,6 +76,16 @@ class Settings(BaseSettings):
         description="Docker-API engine for the docker training backend (Docker or Podman socket).",
     )
     start_timeout: int = Field(default=180, description="Seconds `make up` waits for each service.")
+    deploy_target: str | None = Field(
+        default=None, description="Overrides every model's deployment.target (local or kubernetes)."
+    )
+    image_registry: str = Field(
+        default="127.0.0.1:5001", description="Registry serving images are pushed to."
+    )
+    base_image: str = Field(
+        default="localhost/mlops-python-base:bookworm",
+        description="BASE_IMAGE build argument of the Dockerfile.",
+    )
 
     @field_validator("home", "data_root", "models_dir", "reports_dir", mode="after")
     @classmethod
