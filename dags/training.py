@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Asset, Metadata, Param, dag, task
+from airflow.sdk import Metadata, Param, dag, task
 from mlops import defaults
 from mlops.modelconfig import ModelConfig, discover_model_configs, load_model_config, offered_backends
+from mlops_airflow.assets import candidate_model_asset, validated_data_asset
 
 DOC = """
 ### {name}: training pipeline
@@ -28,19 +29,11 @@ DOC = """
    **`{name}`** with alias `@challenger`.
 4. **judge**: absolute bounds, overfitting, and comparison with `@champion` on the same holdout
    (paired bootstrap). The decision is recorded on the version.
-5. **promote** (`@champion` moves, the former gets `@previous`) or **reject_model** (the run fails
-   there: a rejected model, not a crash; `@champion` untouched).
+5. {release_doc} or **reject_model** (the run fails there: a rejected model, not a crash;
+   `@champion` untouched).
 
 Trigger by hand with the form, or `airflow dags trigger {name}_training`. Config: `{config}`.
 """
-
-
-def validated_data_asset(model: str) -> Asset:
-    return Asset(name=f"{model}_validated_data", uri=f"mlops://{model}/validated-data", group="data")
-
-
-def candidate_model_asset(model: str) -> Asset:
-    return Asset(name=f"{model}_candidate_model", uri=f"mlops://{model}/candidate-model", group="model")
 
 
 def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: list[str]) -> None:
@@ -63,6 +56,10 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
             window=cfg.data.training_window,
             backends=", ".join(backends),
             config=config_path,
+            release_doc="**release**: the version keeps `@challenger` and the *candidate_model* Asset "
+            f"starts **{cfg.name}_deployment** (staging, smoke test, canary, then `@champion`)"
+            if cfg.deployment.enabled
+            else "**promote**: `@champion` moves, the former gets `@previous`",
         ),
         default_args={
             "owner": cfg.owner,
@@ -253,20 +250,27 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
             )
             return {**result.to_dict(), "summary": str(result), "version": trained["model_version"]}
 
+        accept = "release" if cfg.deployment.enabled else "promote"
+
         @task.branch
         def decide(verdict: dict, params=None) -> str:
-            return "promote" if verdict["decision"] == "passed" or params["force_promote"] else "reject_model"
+            return accept if verdict["decision"] == "passed" or params["force_promote"] else "reject_model"
 
-        @task(outlets=[candidate])
-        def promote(verdict: dict, params=None):
-            """@champion moves to the new version; the former champion becomes @previous."""
-            from mlops.pipeline import promote_candidate
+        @task(task_id=accept, outlets=[candidate])
+        def accept_candidate(verdict: dict, params=None):
+            """Passed: hand over to the deployment DAG (release), or make it @champion directly (promote)."""
+            from mlops.pipeline import promote_candidate, release_candidate
             from mlops_airflow.hooks import MlflowHook
 
             forced = verdict["decision"] != "passed"
-            former = promote_candidate(cfg, MlflowHook().tracking_uri(), verdict["version"], forced=forced)
+            uri = MlflowHook().tracking_uri()
+            if cfg.deployment.enabled:
+                release_candidate(cfg, uri, verdict["version"], forced=forced)
+                former = None
+            else:
+                former = promote_candidate(cfg, uri, verdict["version"], forced=forced)
             yield Metadata(candidate, {"model": cfg.name, "version": verdict["version"], "forced": forced})
-            return {"champion": verdict["version"], "previous": former, "forced": forced}
+            return {"version": verdict["version"], "previous": former, "forced": forced, "step": accept}
 
         @task(retries=0, doc_md="Decision task: a rejected model fails the run here, never retried.")
         def reject_model(verdict: dict) -> None:
@@ -285,7 +289,7 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
         for name in backends:
             choice >> train_tasks[name] >> result
         verdict = judge(result)
-        decide(verdict) >> [promote(verdict), reject_model(verdict)]
+        decide(verdict) >> [accept_candidate(verdict), reject_model(verdict)]
 
     training_dag()
 

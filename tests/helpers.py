@@ -86,3 +86,42 @@ def save_churn_model(path: Path, seed: int, max_iter: int = 30):
             input_example=example,
         )
     return pipe, cfg
+
+
+def register_churn_model(tracking_uri: str, name: str, seed: int, constant: bool = False) -> str:
+    """Log and register a small real churn pipeline under ``name``; returns the new version.
+
+    ``constant``: a deliberately bad model (a prior-only classifier: the same score for every row)
+    with the same signature, for rollback tests.
+    """
+    import warnings
+
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from mlops.datagen import generate_churn
+    from mlops.modelconfig import get_model_config
+    from mlops.settings import get_settings
+    from mlops.training import build_pipeline
+    from sklearn.dummy import DummyClassifier
+
+    cfg = get_model_config("churn", get_settings().models_dir)
+    df = generate_churn(1500, seed=seed)
+    X = df[cfg.features.all]
+    pipe = build_pipeline(cfg, {"max_iter": 30})
+    if constant:
+        pipe.steps[-1] = (pipe.steps[-1][0], DummyClassifier(strategy="prior"))
+    pipe.fit(X, df[cfg.target])
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(name)
+    with warnings.catch_warnings(), mlflow.start_run():
+        warnings.simplefilter("ignore")
+        info = mlflow.sklearn.log_model(
+            pipe,
+            name="model",
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+            signature=infer_signature(X.head(5), pipe.predict(X.head(5))),
+            input_example=X.head(5),
+            registered_model_name=name,
+        )
+    return str(info.registered_model_version)

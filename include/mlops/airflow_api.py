@@ -90,6 +90,22 @@ class AirflowAPI:
             body["note"] = note
         return self._json("POST", f"/api/v2/dags/{dag_id}/dagRuns", ok=(200, 201), json=body)
 
+    def wait_for_new_run(self, dag_id: str, known: set[str], timeout: float) -> dict[str, Any] | None:
+        """The first run of ``dag_id`` not in ``known`` (e.g. one an Asset event queued), or None."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for run in self.runs(dag_id):
+                if run["dag_run_id"] not in known:
+                    return run
+            time.sleep(2.0)
+        return None
+
+    def runs(self, dag_id: str, limit: int = 20) -> list[dict[str, Any]]:
+        data = self._json(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": limit, "order_by": "-run_after"}
+        )
+        return data.get("dag_runs", [])
+
     def get_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self._json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
 

@@ -7,6 +7,7 @@ mlops train ...              the training entrypoint (same in a pod, a container
 mlops stack up|down|status   the local stack of the embedded default
 mlops demo                   run the main job through Airflow and print a summary
 mlops serve --model-uri URI  the model server (HTTP, Prometheus metrics, prediction log)
+mlops drift [profile] ...    drift of a batch vs a reference profile (exit 0 none, 1 drift, 2 cannot tell)
 """
 
 from __future__ import annotations
@@ -121,6 +122,26 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--max-batch-rows", type=int, default=256, help="rows of concurrent requests per model call (0 = off)"
     )
+    r = sub.add_parser("route", help="the local endpoint: split traffic between model servers by weight")
+    r.add_argument("--routes", type=Path, required=True, help="routing table written by the local target")
+    r.add_argument("--host", default="127.0.0.1")
+    r.add_argument("--port", type=int, default=8000)
+    dr = sub.add_parser(
+        "drift",
+        help="compare a batch with a reference profile (exit 0 no drift, 1 drift, 2 insufficient data or "
+        "bad input); `mlops drift profile` makes the profile from a training frame",
+    )
+    dr.add_argument("action", nargs="?", choices=["check", "profile"], default="check")
+    dr.add_argument("--reference", type=Path, help="check: reference profile JSON")
+    dr.add_argument("--current", type=Path, help="check: current batch, .csv or .parquet")
+    dr.add_argument("--report", type=Path, help="check: write the HTML report here")
+    dr.add_argument("--json", dest="json_out", type=Path, help="check: write the result as JSON here")
+    dr.add_argument("--min-rows", type=int, default=200, help="check: fewer rows = insufficient data")
+    dr.add_argument("--score-column", help="column holding the model score (both files)")
+    dr.add_argument("--train", type=Path, help="profile: training frame, .csv or .parquet")
+    dr.add_argument("--model", help="profile: model whose config lists the features")
+    dr.add_argument("--models-dir", type=Path, help="folder of model configs (default: MLOPS_MODELS_DIR)")
+    dr.add_argument("--out", type=Path, help="profile: JSON file to write")
     return p
 
 
@@ -140,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         "stack": _cmd_stack,
         "demo": _cmd_demo,
         "serve": _cmd_serve,
+        "drift": _cmd_drift,
+        "route": _cmd_route,
     }[args.command]
     try:
         return handler(args)
@@ -252,7 +275,9 @@ def _cmd_stack(args: argparse.Namespace) -> int:
         for r in rows:
             print(f"{r['service']:<14} {r['state']:<8} pid {r['pid']:<8} {r['health']}")
         required_ok = all(r["health"] == "healthy" for r in rows if not r["optional"])
-        optional_ok = all(r["health"] in ("healthy", "-") for r in rows if r["optional"])
+        optional_ok = all(
+            r["health"] == "-" or r["health"].startswith("healthy") for r in rows if r["optional"]
+        )
         return 0 if required_ok and optional_ok else 3
     return 0
 
@@ -283,6 +308,59 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_batch_rows=args.max_batch_rows,
     )
+
+
+def _cmd_route(args: argparse.Namespace) -> int:
+    from mlops.deploy.router import run
+
+    return run(args.routes, args.host, args.port)
+
+
+def _cmd_drift(args: argparse.Namespace) -> int:
+    """Exit 0 no drift, 1 drift, 2 insufficient data or bad input (the message names the problem)."""
+    from mlops.drift import DriftInputError, DriftThresholds, ReferenceProfile, detect, read_frame
+
+    def need(*names: str) -> None:
+        missing = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is None]
+        if missing:
+            raise DriftInputError(f"`mlops drift {args.action}` needs {' and '.join(missing)}")
+
+    try:
+        if args.action == "profile":
+            from mlops.modelconfig import get_model_config
+
+            need("train", "model", "out")
+            cfg = get_model_config(args.model, args.models_dir or get_settings().models_dir)
+            cols = [*cfg.features.all, *([args.score_column] if args.score_column else [])]
+            df = read_frame(args.train, cols)
+            prof = ReferenceProfile.from_frame(
+                df, cfg.features.numeric, cfg.features.categorical, score=args.score_column
+            )
+            prof.save(args.out)
+            print(f"wrote the profile ({len(prof.features)} features, {prof.n_rows} rows): {args.out}")
+            return 0
+        need("reference", "current")
+        thresholds = DriftThresholds(min_rows=args.min_rows)
+        prof = ReferenceProfile.load(args.reference)
+        if args.score_column and prof.score is None:
+            raise DriftInputError(f"{args.reference} has no score distribution (made without --score-column)")
+        cols = [*prof.features, *([args.score_column] if args.score_column else [])]
+        result = detect(prof, read_frame(args.current, cols), score=args.score_column, thresholds=thresholds)
+    except (DriftInputError, ValueError, OSError) as exc:  # ModelConfigError is a ValueError
+        print(f"mlops drift: error: {exc}", file=sys.stderr)
+        return 2
+    print(result.message)
+    for fd in result.features:
+        if fd.drifted:
+            print(f"  {fd.name}: {fd.reason}")
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(result.to_json())
+    if args.report:
+        from mlops.drift_report import write_report
+
+        print(f"report: {write_report(result, args.report)}")
+    return {"no_drift": 0, "drift": 1}.get(result.status, 2)
 
 
 if __name__ == "__main__":  # pragma: no cover

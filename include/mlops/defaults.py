@@ -50,3 +50,8 @@ def training_backends() -> list[str]:
             f"MLOPS_TRAINING_BACKENDS names unknown backends {unknown} (choose from {', '.join(BACKENDS)})"
         )
     return names
+
+
+def deploy_target(configured: str) -> str:
+    """The deployment target at parse time: ``MLOPS_DEPLOY_TARGET`` overrides the model config."""
+    return os.environ.get("MLOPS_DEPLOY_TARGET") or configured

@@ -2,10 +2,12 @@
 
 Three acts, each a real DAG run triggered through the REST API and followed live:
 
-1. a new batch lands -> validated, versioned with DVC, trained, gated -> the first ``@champion``
-   (or, when a champion exists already, a challenger judged against it);
+1. a new batch lands -> validated, versioned with DVC, trained, gated -> handed to the deployment DAG
+   (the candidate-model Asset) -> staging, smoke test -> the first ``@champion`` on the local endpoint
+   (or, when a champion exists already, a challenger judged against it and rolled out by canary);
 2. another batch lands -> a challenger is trained and judged against ``@champion`` on the same
-   holdout: promoted or rejected, with the gate's reasons;
+   holdout; rejected with the gate's reasons, or released and rolled out by canary while the demo
+   sends client traffic to the endpoint: promoted, or rolled back automatically;
 3. a corrupt batch lands -> refused by Great Expectations, moved intact to quarantine, nothing
    trained, ``@champion`` untouched.
 
@@ -39,6 +41,7 @@ class Act:
     trained: dict[str, Any] | None = None
     ok: bool = False
     problem: str = ""
+    deployment: dict[str, Any] | None = None  # run id, state, wall, tasks, record of the deployment run
 
 
 def _duration(ti: dict[str, Any]) -> float | None:
@@ -92,6 +95,72 @@ def _run(api: AirflowAPI, dag_id: str, act: Act, timeout: int) -> None:
     act.trained = api.xcom(dag_id, act.run_id, "collect_result")
 
 
+def _follow_deployment(
+    api: AirflowAPI, settings: Settings, model: str, act: Act, known: set[str], timeout: int
+):
+    """Wait for the deployment run the training run's Asset event queued; send client traffic meanwhile."""
+    from mlops.deploy.traffic import Traffic
+
+    dag_id = f"{model}_deployment"
+    run = api.wait_for_new_run(dag_id, known, timeout=120)
+    if run is None:
+        act.ok, act.problem = False, f"the candidate-model Asset did not start {dag_id} within 120s"
+        return
+    print(f"  deployment run {run['dag_run_id']} (queued by the candidate-model Asset)")
+    print(f"  live: {api.ui_run_url(dag_id, run['dag_run_id'])}", flush=True)
+    t0 = time.monotonic()
+
+    def on_change(ti: dict[str, Any]) -> None:
+        if ti.get("state") in ("running", "deferred", "success", "failed", "skipped", "upstream_failed"):
+            print(f"  [{time.monotonic() - t0:6.1f}s] {ti['task_id']:<18} {ti['state']}", flush=True)
+
+    import contextlib
+
+    import httpx
+
+    endpoint = f"http://{settings.host}:{settings.serving_port}"
+    try:
+        serving = httpx.get(f"{endpoint}/ready", timeout=5, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        serving = False
+    if serving:
+        print(f"  sending client traffic to {endpoint} during the rollout (2 clients)")
+    else:
+        print("  no endpoint yet: this is the first deployment, there is no traffic to protect")
+    traffic = Traffic(endpoint, _demo_rows(settings, model), clients=2) if serving else None
+    with traffic or contextlib.nullcontext() as load:
+        final = api.wait_for_run(dag_id, run["dag_run_id"], timeout=timeout, on_change=on_change)
+    tasks = {t["task_id"]: t.get("state") for t in api.task_instances(dag_id, run["dag_run_id"])}
+    record = api.xcom(dag_id, run["dag_run_id"], "record", key="record")
+    rolled_back = tasks.get("rollout") == "failed" and tasks.get("smoke_test") == "success"
+    act.deployment = {
+        "run_id": run["dag_run_id"],
+        "state": final["state"],
+        "wall": time.monotonic() - t0,
+        "tasks": tasks,
+        "record": record,
+        "traffic": {"ok": load.ok, "failed": len(load.failed), "by_version": load.by_version}
+        if load
+        else None,
+    }
+    if final["state"] == "success" or rolled_back:
+        if load and load.failed:
+            act.ok, act.problem = False, f"{len(load.failed)} client requests failed during the rollout"
+        return
+    failed = [t for t, st in tasks.items() if st in ("failed", "upstream_failed")]
+    act.ok, act.problem = False, f"deployment stage {failed[0] if failed else 'unknown'!r} failed"
+
+
+def _demo_rows(settings: Settings, model: str) -> list[dict[str, Any]]:
+    import json
+
+    from mlops.datagen import generate
+    from mlops.modelconfig import get_model_config
+
+    cfg = get_model_config(model, settings.models_dir)
+    return json.loads(generate(model, rows=300, seed=11)[cfg.features.all].to_json(orient="records"))
+
+
 def _judge(act: Act) -> None:
     states = {t["task_id"]: t.get("state") for t in act.tasks}
     failed = [t for t, s in states.items() if s in ("failed", "upstream_failed")]
@@ -119,7 +188,7 @@ def _serve_champion(settings: Settings, model: str) -> str | None:
             f"  (the local endpoint serves {settings.serving_model!r}; set MLOPS_SERVING_MODEL={model} to serve this one)"
         )
         return None
-    url = stack.serve_up(settings, restart=True)
+    url = stack.serve_up(settings)
     if url is None or model not in GENERATORS:
         return url
     cfg = get_model_config(model, settings.models_dir)
@@ -139,6 +208,12 @@ def run_demo(settings: Settings, model: str = "churn", timeout: int = 900) -> in
     api = AirflowAPI(settings.airflow_url, settings.admin_user, settings.admin_password.get_secret_value())
     api.wait_for_dag(dag_id, timeout=180)
     api.set_paused(dag_id, False)
+    from mlops.modelconfig import get_model_config
+
+    deploys = get_model_config(model, settings.models_dir).deployment.enabled
+    if deploys:
+        api.wait_for_dag(f"{model}_deployment", timeout=180)
+        api.set_paused(f"{model}_deployment", False)
     seed = int(time.time()) % 1_000_000  # new bytes on every demo: landing the same bytes again is a no-op
     acts = [
         Act("a new batch -> validated, versioned, trained, gated", "trained"),
@@ -152,8 +227,12 @@ def run_demo(settings: Settings, model: str = "churn", timeout: int = 900) -> in
         else:
             path = land_good(settings, model, seed + i)
         print(f"  landed {path.relative_to(settings.data_root)} in {landing_dir(settings.data_root, model)}")
+        known = {r["dag_run_id"] for r in api.runs(f"{model}_deployment")} if deploys else set()
         _run(api, dag_id, act, timeout)
         _judge(act)
+        released = any(t["task_id"] == "release" and t.get("state") == "success" for t in act.tasks)
+        if act.ok and released:
+            _follow_deployment(api, settings, model, act, known, timeout)
 
     mlflow_url = f"http://{settings.host}:{settings.mlflow_port}"
     print("\n" + "=" * 78)
@@ -184,6 +263,28 @@ def run_demo(settings: Settings, model: str = "churn", timeout: int = 900) -> in
             kept = sorted(p.name for p in q.glob("*-corrupt.csv")) if q.is_dir() else []
             print(f"  quarantine: {q} ({len(kept)} corrupt batch(es) kept intact, report beside each)")
         print(f"  Airflow: {api.ui_run_url(dag_id, act.run_id)}")
+        d = act.deployment
+        if d:
+            rec = d["record"] or {}
+            rollout = rec.get("rollout") or {}
+            print(
+                f"  deployment {d['run_id']}: {d['state'].upper()} in {d['wall']:.1f}s -> {rec.get('decision', '?')}"
+            )
+            for step in rollout.get("steps", []):
+                c = step.get("canary") or {}
+                print(
+                    f"    step {step['phase']!s:<9} {step.get('decision', ''):<6} canary {c.get('requests') or 0:.0f} req"
+                    f"  p95 {c.get('p95_ms')} ms  err {c.get('error_rate')}  shift {step.get('score_shift')}"
+                )
+            for reason in rollout.get("reasons", []):
+                print(f"    {reason}")
+            t = d["traffic"]
+            if t:
+                print(
+                    f"  client traffic during the rollout: {t['ok']} ok, {t['failed']} failed, "
+                    f"by version {t['by_version']}"
+                )
+            print(f"  Airflow: {api.ui_run_url(f'{model}_deployment', d['run_id'])}")
     print("\nModel endpoint (the local target of the embedded default):")
     endpoint = _serve_champion(settings, model)
     bad = [(i, a) for i, a in enumerate(acts, 1) if not a.ok]

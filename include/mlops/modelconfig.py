@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlops.defaults import BUILTIN_MODELS_DIR  # noqa: F401  (re-exported for callers)
+from mlops.deploy.k8s_manifests import KubernetesTargetConfig
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -135,6 +136,87 @@ class GateConfig(_Strict):
         return self
 
 
+class AnalysisConfig(_Strict):
+    """Success criteria of one canary (or blue-green) analysis window, canary vs stable."""
+
+    window_s: float = Field(default=30.0, gt=0, description="length of one analysis window per step")
+    min_requests: int = Field(
+        default=50, ge=1, description="canary requests a window needs before any verdict (low traffic waits)"
+    )
+    max_wait_s: float = Field(
+        default=300.0, gt=0, description="longest a step waits for min_requests; then inconclusive = rollback"
+    )
+    replay: bool = Field(
+        default=False,
+        description="replay recently logged requests to stable and canary when live traffic is too low",
+    )
+    max_error_rate: float = Field(default=0.01, ge=0, le=1, description="absolute bound on canary 5xx rate")
+    max_error_rate_increase: float = Field(
+        default=0.005, ge=0, le=1, description="canary error rate minus stable error rate"
+    )
+    max_p95_ratio: float = Field(default=1.5, gt=0, description="canary p95 latency / stable p95 latency")
+    p95_slack_ms: float = Field(
+        default=10.0, ge=0, description="latency difference always tolerated (histogram resolution)"
+    )
+    significance: float = Field(
+        default=0.01,
+        gt=0,
+        lt=0.5,
+        description="one-sided test level of every criterion (few requests never fail)",
+    )
+    max_score_shift: float = Field(
+        default=0.25,
+        ge=0,
+        le=1,
+        description="largest distance between canary and stable score distributions (KS on histograms)",
+    )
+
+
+class SmokeConfig(_Strict):
+    """Staging smoke test of a candidate that takes no user traffic yet."""
+
+    rows: int = Field(default=200, ge=1, description="holdout rows sent in one request")
+    requests: int = Field(default=30, ge=1, description="single-row requests timed for the p95 bound")
+    max_p95_ms: float = Field(default=250.0, gt=0, description="p95 latency bound of single-row requests")
+    tolerance: float = Field(default=1e-6, ge=0, description="numeric tolerance vs the offline predictions")
+
+
+class DeploymentConfig(_Strict):
+    """How a version that passed the offline gate reaches production (deployment DAG)."""
+
+    enabled: bool = Field(
+        default=True, description="False: a gate pass promotes @champion directly, no deployment DAG"
+    )
+    target: Literal["local", "kubernetes"] = Field(
+        default="local", description="where the model is served (MLOPS_DEPLOY_TARGET overrides)"
+    )
+    strategy: Literal["canary", "blue_green"] = "canary"
+    steps: list[int] = Field(default_factory=lambda: [10, 50, 100], description="canary traffic weights (%)")
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    smoke: SmokeConfig = Field(default_factory=SmokeConfig)
+    approval: bool = Field(default=False, description="a human approves in the Airflow UI before production")
+    approval_timeout_h: float = Field(default=24.0, gt=0, description="unanswered approval = rejected")
+    port: int | None = Field(
+        default=None,
+        description="local target: endpoint port; empty = MLOPS_SERVING_PORT for the serving model",
+    )
+    workers: int = Field(default=1, ge=1, le=16, description="server worker processes per backend")
+    build_image: bool | None = Field(
+        default=None,
+        description="build and push the serving image (by digest) before staging; empty: only for kubernetes",
+    )
+    kubernetes: KubernetesTargetConfig = Field(
+        default_factory=KubernetesTargetConfig, description="kubernetes target settings"
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _valid_steps(cls, v: list[int]) -> list[int]:
+        if not v or any(not 0 < w <= 100 for w in v) or v != sorted(set(v)) or v[-1] != 100:
+            raise ValueError(f"steps must rise strictly within 1..100 and end at 100, got {v}")
+        return v
+
+
 class ModelConfig(_Strict):
     """One model of the platform."""
 
@@ -150,6 +232,7 @@ class ModelConfig(_Strict):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
 
     @field_validator("name")
     @classmethod

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from mlops.data import SUPPORTED_SUFFIXES, file_sha256
 from mlops.gate import GatePolicy, GateResult, evaluate_gate
 from mlops.modelconfig import ModelConfig
-from mlops.registry import CHALLENGER, CHAMPION, alias_version, promote, record_gate
+from mlops.registry import CHALLENGER, CHAMPION, alias_version, promote, record_gate, set_alias
 from mlops.versioning import AcceptedBatch, DataRepo
 
 if TYPE_CHECKING:
@@ -219,13 +219,24 @@ def judge_candidate(cfg: ModelConfig, tracking_uri: str, version: str, run_id: s
 
 def promote_candidate(cfg: ModelConfig, tracking_uri: str, version: str, forced: bool = False) -> str | None:
     """``version`` becomes @champion (the former one @previous). A forced promotion is tagged as such."""
+    client = _forced(cfg, tracking_uri, version, forced)
+    return promote(client, cfg.registered_model_name, str(version))
+
+
+def release_candidate(cfg: ModelConfig, tracking_uri: str, version: str, forced: bool = False) -> None:
+    """``version`` stays @challenger for the deployment DAG to take to production (recorded if forced)."""
+    client = _forced(cfg, tracking_uri, version, forced)
+    set_alias(client, cfg.registered_model_name, CHALLENGER, str(version))
+
+
+def _forced(cfg: ModelConfig, tracking_uri: str, version: str, forced: bool):
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
     if forced:
         client.set_model_version_tag(cfg.registered_model_name, str(version), "gate.forced", "true")
-        log.warning("version %s promoted by force_promote despite its gate decision", version)
-    return promote(client, cfg.registered_model_name, str(version))
+        log.warning("version %s accepted by force_promote despite its gate decision", version)
+    return client
 
 
 def reject_candidate(cfg: ModelConfig, tracking_uri: str, version: str) -> None:

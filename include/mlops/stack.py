@@ -8,21 +8,20 @@ State and logs all live under ``$MLOPS_HOME`` (git-ignored).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from mlops import procs
 from mlops.settings import REPO_ROOT, Settings
 
 
@@ -155,20 +154,11 @@ def services(s: Settings) -> list[Service]:
     ]
 
 
-def serving_service(s: Settings) -> Service:
-    """The local model endpoint: ``mlops serve`` of the serving model's ``@champion``."""
-    return Service(
-        "serving",
-        [
-            str(Path(sys.executable).parent / "mlops"), "serve",
-            "--model-uri", f"models:/{s.serving_model}@champion",
-            "--tracking-uri", s.tracking_uri,
-            "--host", s.host, "--port", str(s.serving_port),
-            "--variant", "stable",
-        ],
-        s.serving_port,
-        lambda: _http_ok(f"http://{s.host}:{s.serving_port}/ready"),
-    )  # fmt: skip
+def serving_target(s: Settings):
+    """The local deployment target of the serving model: the router on MLOPS_SERVING_PORT + backends."""
+    from mlops.deploy.local import LocalTarget
+
+    return LocalTarget(s.serving_model, s)
 
 
 def _champion_version(s: Settings) -> str | None:
@@ -186,38 +176,15 @@ def _run_dir(s: Settings) -> Path:
     return s.home / "run"
 
 
-def _proc_start_time(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22: start time in clock ticks since boot
+def _pidfile(s: Settings, name: str) -> Path:
+    return _run_dir(s) / f"{name}.pid"
 
 
 def _read_pid(s: Settings, name: str) -> int | None:
-    """PID of our live process for ``name``; None (and the stale file removed) otherwise."""
-    path = _run_dir(s) / f"{name}.pid"
-    try:
-        rec = json.loads(path.read_text())
-        pid, started = int(rec["pid"]), str(rec["start_time"])
-    except (OSError, ValueError, KeyError):
-        return None
-    if _proc_start_time(pid) != started:
-        path.unlink(missing_ok=True)
-        return None
-    return pid
+    return procs.read_pid(_pidfile(s, name))
 
 
-def _write_pid(s: Settings, name: str, pid: int) -> None:
-    _run_dir(s).mkdir(parents=True, exist_ok=True)
-    rec = {"pid": pid, "start_time": _proc_start_time(pid)}
-    (_run_dir(s) / f"{name}.pid").write_text(json.dumps(rec))
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
+port_in_use = procs.port_in_use
 
 
 # --------------------------------------------------------------------------- commands
@@ -275,7 +242,7 @@ def up(s: Settings) -> None:
         f"{'admin' if s.admin_password.get_secret_value() == 'admin' else '(MLOPS_ADMIN_PASSWORD)'}"
     )
     _say(f"MLflow UI    http://{s.host}:{s.mlflow_port}")
-    if _read_pid(s, "serving") is not None:
+    if serving_target(s).router_running():
         _say(f"Model API    http://{s.host}:{s.serving_port}/invocations  (/predict, /metrics, /version)")
     _say(f"Airflow CLI  source {s.home / 'airflow.env'} && airflow dags list")
 
@@ -305,118 +272,87 @@ def wait_healthy(s: Settings) -> None:
 
 def _start(s: Settings, svc: Service, env: dict[str, str]) -> None:
     logfile = s.home / "logs" / f"{svc.name}.log"
-    with open(logfile, "ab") as fh:
-        proc = subprocess.Popen(
-            svc.argv,
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=str(s.home),
-        )
-    _write_pid(s, svc.name, proc.pid)
-    _say(f"• {svc.name}: started (pid {proc.pid}, log {logfile})")
+    pid = procs.start_detached(svc.argv, env, logfile, s.home, _pidfile(s, svc.name))
+    _say(f"• {svc.name}: started (pid {pid}, log {logfile})")
 
 
 def _stop(s: Settings, svc: Service, timeout: float = 30.0) -> bool:
     """Stop the process group recorded for ``svc``; False when it was not running."""
     pid = _read_pid(s, svc.name)
-    if pid is None:
+    how = procs.stop(_pidfile(s, svc.name), timeout)
+    if how is None:
         return False
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _group_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _group_alive(pid):
-        os.killpg(pid, signal.SIGKILL)
-        _say(f"• {svc.name}: killed (did not stop within {timeout:.0f}s)")
-    else:
-        _say(f"• {svc.name}: stopped (pid {pid})")
-    (_run_dir(s) / f"{svc.name}.pid").unlink(missing_ok=True)
+    _say(
+        f"• {svc.name}: {how} (pid {pid})"
+        + (f", did not stop within {timeout:.0f}s" if how == "killed" else "")
+    )
     return True
 
 
-def serve_up(s: Settings, restart: bool = False, timeout: float = 180.0) -> str | None:
-    """Start the local endpoint on the current ``@champion`` (``restart``: pick up a new champion).
+def serve_up(s: Settings, timeout: float = 180.0) -> str | None:
+    """Serve the serving model's ``@champion`` on the local endpoint (router + one stable backend).
 
-    Returns its URL, or None (with a message) while the model has no champion yet.
+    Idempotent: what already serves the champion is left alone (a running rollout is never touched:
+    only a missing or outdated stable backend is replaced). Returns the URL, or None (with a message)
+    while the model has no champion yet.
     """
-    svc = serving_service(s)
-    running = _read_pid(s, svc.name) is not None
-    if running and not restart:
-        _say(f"• serving: already running (pid {_read_pid(s, svc.name)})")
-        return f"http://{s.host}:{s.serving_port}"
+    from mlops.deploy.target import DeploymentError
+
     version = _champion_version(s)
     if version is None:
         _say(
-            f"• serving: not started, {s.serving_model!r} has no @champion yet (it starts with the next `make up`)"
+            f"• serving: not started, {s.serving_model!r} has no @champion yet "
+            "(its deployment DAG starts it; `make up` does once a champion exists)"
         )
         return None
-    if running:
-        _stop(s, svc)
-    if port_in_use(s.host, s.serving_port):
-        raise StackError(
-            f"port {s.serving_port} on {s.host} is already in use by another program, so serving cannot start. "
-            "Stop that program, or choose another port (MLOPS_SERVING_PORT)."
-        )
-    _start(s, svc, {**os.environ, **airflow_env(s)})
-    deadline = time.monotonic() + timeout
-    while True:
-        if _read_pid(s, svc.name) is None:
-            raise StackError(f"serving exited during start-up; see {s.home / 'logs' / 'serving.log'}")
-        ok, detail = svc.health()
-        if ok:
-            break
-        if time.monotonic() > deadline:
-            raise StackError(
-                f"serving not ready after {timeout:.0f}s ({detail}); see {s.home / 'logs' / 'serving.log'}"
-            )
-        time.sleep(1.0)
-    url = f"http://{s.host}:{s.serving_port}"
-    _say(f"• serving: {s.serving_model} v{version} (@champion) ready at {url}")
-    return url
+    target = serving_target(s)
+    target.ready_timeout = timeout
+    try:
+        stable = target.backends().get("stable")
+        if stable is not None and stable.version == version:
+            _say(f"• serving: {s.serving_model} v{version} (@champion) already served")
+        else:
+            target.ensure_router()
+            target.ensure_stable(version)
+            _say(f"• serving: {s.serving_model} v{version} (@champion) ready")
+        target.ensure_router()
+    except DeploymentError as exc:
+        raise StackError(f"serving: {exc}") from exc
+    return target.endpoint()
 
 
 def down(s: Settings, timeout: float = 30.0) -> None:
     """Stop the process groups `up` started (by recorded PID), newest first. Nothing else is touched."""
-    stopped = [_stop(s, svc, timeout) for svc in [serving_service(s), *reversed(services(s))]]
-    if not any(stopped):
+    served = serving_target(s).stop_all()
+    for name in served:
+        _say(f"• serving: stopped {name}")
+    stopped = [_stop(s, svc, timeout) for svc in reversed(services(s))]
+    if not any(stopped) and not served:
         _say("nothing of the local stack is running")
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie leader still counts as alive for killpg; reap it if it is our child (it is not, usually).
-    return any(_pgid_of(p) == pgid for p in _all_pids())
-
-
-def _all_pids() -> list[int]:
-    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
-
-
-def _pgid_of(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[2])
+def _serving_row(s: Settings) -> dict[str, Any]:
+    target = serving_target(s)
+    if not target.router_running():
+        return {"service": "serving", "pid": "-", "state": "stopped (starts once a @champion exists)",
+                "health": "-", "optional": True}  # fmt: skip
+    weights = target.weights()
+    routes = ", ".join(f"{r} v{b.version} {weights.get(r, 0)}%" for r, b in target.backends().items())
+    ok, detail = _http_ok(f"{target.endpoint()}/ready")
+    return {
+        "service": "serving",
+        "pid": str(procs.read_pid(target.dir / "router.pid")),
+        "state": "running",
+        "health": ("healthy" if ok else f"unhealthy ({detail})") + f" [{routes or 'no backend'}]",
+        "optional": True,
+    }
 
 
 def status(s: Settings) -> list[dict[str, str]]:
     """One row per part; the model endpoint is optional (it runs once a champion exists)."""
     rows = []
-    for svc in [*services(s), serving_service(s)]:
-        optional = svc.name == "serving"
+    for svc in services(s):
+        optional = False
         pid = _read_pid(s, svc.name)
         if pid is None:
             state = "stopped (starts once a @champion exists)" if optional else "stopped"
@@ -434,4 +370,5 @@ def status(s: Settings) -> list[dict[str, str]]:
                 "optional": optional,
             }
         )
+    rows.append(_serving_row(s))
     return rows

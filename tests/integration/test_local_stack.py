@@ -76,7 +76,12 @@ def test_demo_runs_the_main_job_through_airflow(stack_env):
     assert len(versions) == 2
     champion = alias_version(client, "churn", CHAMPION)
     assert champion is not None
-    assert client.get_model_version("churn", champion).tags["airflow.dag_id"] == "churn_training"
+    mv = client.get_model_version("churn", champion)
+    assert mv.tags["airflow.dag_id"] == "churn_training"
+    # the candidate-model Asset started churn_deployment, which put the first version in production
+    assert mv.tags["deploy.decision"] == "promoted"
+    assert "deployment run " in out and "(queued by the candidate-model Asset)" in out
+    assert "no endpoint yet: this is the first deployment" in out
     challenger = max(versions, key=lambda m: int(m.version))
     assert challenger.tags["gate.champion_version"] == "1", "the second version is judged against the first"
     quarantine = Path(stack_env["MLOPS_DATA_ROOT"]) / "quarantine" / "churn"
@@ -85,7 +90,9 @@ def test_demo_runs_the_main_job_through_airflow(stack_env):
     # the local endpoint now serves the champion
     api = f"http://127.0.0.1:{stack_env['MLOPS_SERVING_PORT']}"
     assert httpx.get(f"{api}/ready", trust_env=False).status_code == 200
-    assert httpx.get(f"{api}/version", trust_env=False).json()["model_version"] == champion
+    version = httpx.get(f"{api}/version", trust_env=False)
+    assert version.json()["model_version"] == champion
+    assert version.headers["x-mlops-variant"] == "stable"  # through the router of the local target
     assert "POST " in out and "/invocations (3 rows) -> {'predictions': [" in out
 
 

@@ -1,7 +1,9 @@
-"""The whole training DAG through dag.test(), local backend, real MLflow server, real DVC repo, real GX.
+"""The training and deployment DAGs through dag.test(): local backends, real MLflow server, real DVC
+repo, real GX, real model servers behind the real router with client traffic during the rollout.
 
-One story per model, in order (module-scoped state): a first champion, a better challenger promoted,
-a worse one rejected with its reasons, a corrupt batch quarantined intact, a duplicate batch ignored.
+One story per model, in order (module-scoped state): a first champion deployed, a better challenger
+released and rolled out by canary under traffic, a worse one rejected with its reasons, production
+rolled back in one action, a corrupt batch quarantined intact, a duplicate batch ignored.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from pathlib import Path
 import pytest
 from mlops.data import file_sha256
 from mlops.datagen import generate, write_frame
+from mlops.deploy.traffic import Traffic
 from mlops.registry import CHALLENGER, CHAMPION, PREVIOUS, alias_version
 
-from tests.helpers import REPO
+from tests.helpers import REPO, free_port
 
 RUNNER = """
 import json, sys
@@ -35,6 +38,7 @@ class Env:
         self.root = root
         self.data = root / "data"
         self.mlflow_uri = mlflow_uri
+        self.runs = 0
         home = root / "airflow"
         self.vars = {
             **os.environ,
@@ -48,6 +52,8 @@ class Env:
             ),
             "MLOPS_HOME": str(root / "home"),
             "MLOPS_DATA_ROOT": str(self.data),
+            "MLOPS_SERVING_PORT": str(free_port()),
+            "MLOPS_MLFLOW_TRACKING_URI": mlflow_uri,
             "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
         }
         airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
@@ -63,19 +69,54 @@ class Env:
             [sys.executable, "-c", RUNNER, str(REPO / "dags"), dag_id, json.dumps(conf or {})],
             env=self.vars, capture_output=True, text=True, timeout=900, cwd=self.root,
         )  # fmt: skip
+        self.runs += 1
+        (self.root / f"run-{self.runs:02d}-{dag_id}.log").write_text(proc.stdout + proc.stderr)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         assert lines, proc.stdout[-4000:] + proc.stderr[-4000:]
         return json.loads(lines[-1][7:]), proc.stdout + proc.stderr
+
+    @staticmethod
+    def failed_tasks_log(result: dict, log: str) -> str:
+        """The log of each failed task (dag.test prints "[DAG TEST] start task task_id=...")."""
+        out = []
+        for task_id, state in result["tasks"].items():
+            if state == "failed":
+                start = log.find(f"start task task_id={task_id} ")
+                out.append(log[start : start + 6000] if start >= 0 else f"(no log for {task_id})")
+        return "\n".join(out) or log[-5000:]
 
     def client(self):
         from mlflow import MlflowClient
 
         return MlflowClient(self.mlflow_uri)
 
+    def target(self):
+        from mlops.deploy.local import LocalTarget
+        from mlops.settings import Settings
+
+        return LocalTarget(
+            "churn",
+            Settings(
+                home=self.vars["MLOPS_HOME"],
+                serving_port=int(self.vars["MLOPS_SERVING_PORT"]),
+                mlflow_tracking_uri=self.mlflow_uri,
+            ),
+        )
+
+    def traffic(self, clients: int = 3) -> Traffic:
+        from mlops.modelconfig import get_model_config
+        from mlops.settings import get_settings
+
+        cfg = get_model_config("churn", get_settings().models_dir)
+        rows = json.loads(generate("churn", 300, seed=77)[cfg.features.all].to_json(orient="records"))
+        return Traffic(self.target().endpoint(), rows, clients=clients)
+
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, mlflow_uri):
-    return Env(tmp_path_factory.mktemp("dagtest"), mlflow_uri)
+    e = Env(tmp_path_factory.mktemp("dagtest"), mlflow_uri)
+    yield e
+    e.target().stop_all()
 
 
 WEAK = {"hyperparameters": {"max_iter": 3, "learning_rate": 0.02, "max_leaf_nodes": 2}}
@@ -87,12 +128,23 @@ def test_1_first_run_registers_a_champion_with_lineage(env):
     result, log = env.run("churn_training", {**WEAK, "force_promote": True})
     assert result["state"] == "success", log[-5000:]
     tasks = result["tasks"]
-    assert tasks["validate"] == tasks["version"] == tasks["train_local"] == tasks["promote"] == "success"
+    assert tasks["validate"] == tasks["version"] == tasks["train_local"] == tasks["release"] == "success"
     assert tasks["reject_model"] == "skipped"
     assert "train_docker" not in tasks, "the embedded default enables only the local backend"
 
     client = env.client()
-    v = alias_version(client, "churn", CHAMPION)
+    v = alias_version(client, "churn", CHALLENGER)
+    assert alias_version(client, "churn", CHAMPION) is None, "the deployment DAG makes champions"
+    # The candidate-model Asset schedules the deployment; dag.test runs it by hand (@challenger).
+    result, log = env.run("churn_deployment")
+    assert result["state"] == "success", env.failed_tasks_log(result, log)
+    assert set(result["tasks"].values()) == {"success"}, result["tasks"]
+    assert alias_version(client, "churn", CHAMPION) == v
+    assert env.target().backends()["stable"].version == v
+    record = json.loads(client.get_model_version("churn", v).tags["deploy.rollout"])
+    assert record["outcome"] == "promoted" and record["steps"][0]["phase"] == "direct"
+    smoke = json.loads(client.get_model_version("churn", v).tags["deploy.smoke"])
+    assert smoke["passed"] and {c["name"] for c in smoke["checks"]} >= {"offline_equal", "latency", "schema"}
     mv = client.get_model_version("churn", v)
     repo = env.data / "repo"
     head = subprocess.run(
@@ -115,12 +167,26 @@ def test_2_better_model_is_promoted(env):
     env.land("churn", "batch-0002.csv", seed=2)
     result, log = env.run("churn_training")
     assert result["state"] == "success", log[-5000:]
-    assert result["tasks"]["promote"] == "success" and result["tasks"]["reject_model"] == "skipped"
-    new = alias_version(client, "churn", CHAMPION)
-    assert new != first and alias_version(client, "churn", PREVIOUS) == first
+    assert result["tasks"]["release"] == "success" and result["tasks"]["reject_model"] == "skipped"
+    new = alias_version(client, "churn", CHALLENGER)
     mv = client.get_model_version("churn", new)
     assert mv.tags["gate"] == "passed" and mv.tags["gate.champion_version"] == first
     assert "bootstrap interval" in mv.tags["gate.reasons"]
+    # The first champion was deliberately weak: its scores are almost constant, so any real model's
+    # score distribution differs by ~0.47 (KS). The form's analysis overrides allow that, recorded.
+    with env.traffic() as load:
+        result, log = env.run("churn_deployment", {"analysis": {"max_score_shift": 0.7}})
+    assert result["state"] == "success", env.failed_tasks_log(result, log)
+    assert (
+        alias_version(client, "churn", CHAMPION) == new and alias_version(client, "churn", PREVIOUS) == first
+    )
+    rollout = json.loads(client.get_model_version("churn", new).tags["deploy.rollout"])
+    assert [s["phase"] for s in rollout["steps"]] == [10, 50, 100], rollout
+    assert rollout["analysis_overrides"] == {"max_score_shift": 0.7}
+    assert all(s["decision"] == "pass" for s in rollout["steps"])
+    assert client.get_model_version("churn", new).tags["deploy.decision"] == "promoted"
+    assert load.failed == [], load.failed[:5]
+    assert load.by_version.get(first, 0) > 0 and load.by_version.get(new, 0) > 0
 
 
 def test_3_worse_model_is_rejected_with_reasons_champion_untouched(env):
@@ -129,7 +195,7 @@ def test_3_worse_model_is_rejected_with_reasons_champion_untouched(env):
     env.land("churn", "batch-0003.csv", seed=3)
     result, log = env.run("churn_training", WEAK)
     assert result["state"] == "failed"
-    assert result["tasks"]["reject_model"] == "failed" and result["tasks"]["promote"] == "skipped"
+    assert result["tasks"]["reject_model"] == "failed" and result["tasks"]["release"] == "skipped"
     assert result["tasks"]["judge"] == "success", "a rejection is a decision, not a crash of the gate"
     assert "MODEL REJECTED" in log
     assert alias_version(client, "churn", CHAMPION) == champion
@@ -137,6 +203,21 @@ def test_3_worse_model_is_rejected_with_reasons_champion_untouched(env):
     versions = client.search_model_versions("name='churn'")
     rejected = max(versions, key=lambda m: int(m.version))
     assert rejected.tags["gate"] == "failed" and "does not improve" in rejected.tags["gate.reasons"]
+
+
+def test_3b_rollback_returns_production_to_previous_in_one_action(env):
+    client = env.client()
+    champion, previous = alias_version(client, "churn", CHAMPION), alias_version(client, "churn", PREVIOUS)
+    with env.traffic(clients=2) as load:
+        result, log = env.run("churn_rollback")
+    assert result["state"] == "success", log[-5000:]
+    assert alias_version(client, "churn", CHAMPION) == previous
+    assert alias_version(client, "churn", PREVIOUS) is None
+    assert env.target().backends()["stable"].version == previous
+    assert (
+        client.get_model_version("churn", champion).tags["deploy.decision"] == "rolled_back_from_production"
+    )
+    assert load.failed == [], load.failed[:5]
 
 
 @pytest.mark.parametrize(

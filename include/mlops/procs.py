@@ -1,0 +1,121 @@
+"""Detached processes of the local stack and the local deployment target, tracked by PID files.
+
+A PID file records the PID *and* the process start time, so a recycled PID is never mistaken for
+ours; processes run in their own session (process group), so stopping one stops its workers too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def proc_start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22: start time in clock ticks since boot
+
+
+def read_pid(path: Path) -> int | None:
+    """PID of our live process recorded in ``path``; None (and the stale file removed) otherwise."""
+    try:
+        rec = json.loads(path.read_text())
+        pid, started = int(rec["pid"]), str(rec["start_time"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if proc_start_time(pid) != started:
+        path.unlink(missing_ok=True)
+        return None
+    return pid
+
+
+def write_pid(path: Path, pid: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": pid, "start_time": proc_start_time(pid)}))
+    os.replace(tmp, path)
+
+
+def start_detached(argv: list[str], env: dict[str, str], log: Path, cwd: Path, pidfile: Path) -> int:
+    """Start ``argv`` in a new session with output appended to ``log``; record it in ``pidfile``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=str(cwd),
+        )
+    write_pid(pidfile, proc.pid)
+    return proc.pid
+
+
+def stop(pidfile: Path, timeout: float = 30.0) -> str | None:
+    """Stop the process group recorded in ``pidfile``: SIGTERM, then SIGKILL after ``timeout``.
+
+    Returns None when nothing was running, else ``"stopped"`` or ``"killed"``.
+    """
+    pid = read_pid(pidfile)
+    if pid is None:
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while group_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    how = "stopped"
+    if group_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        how = "killed"
+    pidfile.unlink(missing_ok=True)
+    return how
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie leader still counts as alive for killpg: look for a live member.
+    return any(_pgid_of(p) == pgid for p in _all_pids())
+
+
+def _all_pids() -> list[int]:
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
+def _pgid_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":
+        return None
+    return int(fields[2])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

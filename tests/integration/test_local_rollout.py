@@ -1,0 +1,108 @@
+"""Rollouts on the local target with real model servers, the real router and traffic the whole time."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlops.datagen import generate_churn
+from mlops.deploy.local import LocalTarget
+from mlops.deploy.rollout import PROMOTED, ROLLED_BACK, plan, run
+from mlops.deploy.target import DeploymentError
+from mlops.deploy.traffic import Traffic
+from mlops.modelconfig import AnalysisConfig, get_model_config
+from mlops.settings import Settings, get_settings
+
+from tests.helpers import free_port, register_churn_model
+
+POLICY = AnalysisConfig(window_s=4, min_requests=20, max_wait_s=40)
+
+
+@pytest.fixture(scope="module")
+def versions(mlflow_uri):
+    name = "churn_rollout"
+    return name, {
+        "v1": register_churn_model(mlflow_uri, name, seed=1),
+        "v2": register_churn_model(mlflow_uri, name, seed=2),
+        "bad": register_churn_model(mlflow_uri, name, seed=3, constant=True),
+    }
+
+
+@pytest.fixture(scope="module")
+def target(versions, mlflow_uri, tmp_path_factory):
+    name, _ = versions
+    s = Settings(
+        home=tmp_path_factory.mktemp("home"), mlflow_tracking_uri=mlflow_uri, serving_port=free_port()
+    )
+    t = LocalTarget(name, s, ready_timeout=120)
+    yield t
+    t.stop_all()
+
+
+@pytest.fixture(scope="module")
+def rows():
+    cfg = get_model_config("churn", get_settings().models_dir)
+    frame = generate_churn(200, seed=9)[cfg.features.all]
+    return json.loads(frame.to_json(orient="records"))
+
+
+def test_canary_promotes_a_good_model_then_rolls_back_a_bad_one_with_zero_failed_requests(
+    target, versions, rows
+):
+    _, v = versions
+    target.ensure_stable(v["v1"])
+    assert target.weights() == {"stable": 100}
+    with Traffic(target.endpoint(), rows) as load:
+        target.deploy("canary", v["v2"])
+        state = run(target, plan("canary", v["v2"], v["v1"], [10, 50, 100]), POLICY)
+        assert state["outcome"] == PROMOTED, state["reasons"]
+        assert [h["phase"] for h in state["history"]] == [10, 50, 100]
+        assert all(h["decision"] == "pass" for h in state["history"])
+        assert target.backends()["stable"].version == v["v2"]
+        assert set(target.backends()) == {"stable"}
+
+        target.deploy("canary", v["bad"])
+        state = run(target, plan("canary", v["bad"], v["v2"], [10, 50, 100]), POLICY)
+        assert state["outcome"] == ROLLED_BACK
+        assert "score distribution shifted" in state["reasons"][0], state["reasons"]
+        assert state["history"][-1]["phase"] == 10  # caught at the first step
+        assert target.backends()["stable"].version == v["v2"]
+        assert set(target.backends()) == {"stable"} and target.weights() == {"stable": 100}
+    assert load.failed == [], load.failed[:5]
+    assert load.ok > 200
+    assert load.by_version.get(v["v2"], 0) > 0 and load.by_version.get(v["bad"], 0) > 0
+
+
+def test_blue_green_keeps_blue_warm_and_low_traffic_is_inconclusive(target, versions, rows):
+    _, v = versions
+    target.ensure_stable(v["v2"])
+    with Traffic(target.endpoint(), rows, clients=2) as load:
+        target.deploy("green", v["v1"])
+        state = run(target, plan("blue_green", v["v1"], v["v2"], [100]), POLICY)
+        assert state["outcome"] == PROMOTED, state["reasons"]
+        assert [h["phase"] for h in state["history"]] == ["reference", 100]
+        b = target.backends()
+        assert b["stable"].version == v["v1"] and b["previous"].version == v["v2"]
+        assert target.weights() == {"stable": 100, "previous": 0}
+    assert load.failed == [], load.failed[:5]
+
+    # No traffic at all: the canary can neither pass nor fail by accident -> inconclusive, rolled back.
+    target.deploy("canary", v["v2"])
+    quiet = AnalysisConfig(window_s=1, min_requests=20, max_wait_s=3)
+    state = run(target, plan("canary", v["v2"], v["v1"], [10, 100]), quiet)
+    assert state["outcome"] == ROLLED_BACK
+    assert "inconclusive" in state["reasons"][0]
+    assert state["history"][-1]["decision"] == "inconclusive"
+    assert target.backends()["stable"].version == v["v1"]
+
+
+def test_target_refuses_unsafe_operations(target, versions):
+    _, v = versions
+    with pytest.raises(DeploymentError, match="summing to 100"):
+        target.set_weights({"stable": 50})
+    with pytest.raises(DeploymentError, match="not deployed"):
+        target.set_weights({"stable": 50, "canary": 50})
+    with pytest.raises(DeploymentError, match="takes 100% of the traffic"):
+        target.remove("stable")
+    with pytest.raises(DeploymentError, match="takes 100% of the traffic"):
+        target.deploy("stable", v["bad"])
