@@ -32,6 +32,28 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 say() { echo "setup-podman: $*"; }
 answering() { [[ "$(curl -s --max-time 3 --unix-socket "$SOCK" http://d/_ping 2>/dev/null)" == OK ]]; }
+# launch WHAT PIDFILE LOG CHECK TRIES PAUSE CMD...: start CMD detached, wait until CHECK succeeds.
+launch() {
+  local what=$1 pidfile=$2 log=$3 check=$4 tries=$5 pause=$6
+  shift 6
+  setsid nohup "$@" >>"$log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  for _ in $(seq "$tries"); do
+    if "$check"; then
+      say "$what answers (pid $(cat "$pidfile"))"
+      return 0
+    fi
+    if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      say "$1 exited; last lines of $log:" >&2
+      tail -n 20 "$log" >&2
+      return 1
+    fi
+    sleep "$pause"
+  done
+  say "$what did not answer in time; last lines of $log:" >&2
+  tail -n 20 "$log" >&2
+  return 1
+}
 registry_answering() {
   [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://$REGISTRY/v2/" 2>/dev/null)" == 200 ]]
 }
@@ -118,23 +140,7 @@ start_service() {
   rm -f "$SOCK" # a stale socket from a dead service would make the new one fail to bind
   say "starting podman system service on unix://$SOCK (log $LOG)"
   # setsid + nohup: the service outlives this script and the CI step's process group.
-  setsid nohup podman system service --time=0 "unix://$SOCK" >>"$LOG" 2>&1 </dev/null &
-  echo $! >"$PIDFILE"
-  for _ in $(seq 150); do
-    if answering; then
-      say "$SOCK answers (pid $(cat "$PIDFILE")); $(podman --version)"
-      return 0
-    fi
-    if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-      say "the service exited; last lines of $LOG:" >&2
-      tail -n 20 "$LOG" >&2
-      return 1
-    fi
-    sleep 0.2
-  done
-  say "$SOCK did not answer within 30s; last lines of $LOG:" >&2
-  tail -n 20 "$LOG" >&2
-  return 1
+  launch "$SOCK" "$PIDFILE" "$LOG" answering 150 0.2 podman system service --time=0 "unix://$SOCK"
 }
 start_service
 
@@ -174,23 +180,7 @@ EOF
     return 0
   fi
   say "starting docker-registry on http://$REGISTRY (storage $REG_DIR, log $REG_LOG)"
-  setsid nohup docker-registry serve "$REG_CONF" >>"$REG_LOG" 2>&1 </dev/null &
-  echo $! >"$REG_PIDFILE"
-  for _ in $(seq 100); do
-    if registry_answering; then
-      say "registry http://$REGISTRY answers (pid $(cat "$REG_PIDFILE"))"
-      return 0
-    fi
-    if ! kill -0 "$(cat "$REG_PIDFILE")" 2>/dev/null; then
-      say "the registry exited; last lines of $REG_LOG:" >&2
-      tail -n 20 "$REG_LOG" >&2
-      return 1
-    fi
-    sleep 0.1
-  done
-  say "the registry did not answer within 10s; last lines of $REG_LOG:" >&2
-  tail -n 20 "$REG_LOG" >&2
-  return 1
+  launch "http://$REGISTRY" "$REG_PIDFILE" "$REG_LOG" registry_answering 100 0.1 docker-registry serve "$REG_CONF"
 }
 start_registry
 
