@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HOLDOUT_FILE = "holdout.parquet"
+#: Drift reference profile of the model version (artifact ``drift/<this>`` of its run).
+REFERENCE_PROFILE_FILE = "reference_profile.json"
 HOLDOUT_ARTIFACT = f"eval/{HOLDOUT_FILE}"
 SCORE_COLUMN = "_score"
 
@@ -136,6 +138,8 @@ def train(
     import mlflow
     from mlflow.models import infer_signature
 
+    from mlops.drift import ReferenceProfile
+
     t0 = time.monotonic()
     paths = [Path(p) for p in data_paths]
     df = load_training_frame(paths, cfg)
@@ -195,6 +199,13 @@ def train(
             ho = X_ho.assign(**{cfg.target: y_ho.to_numpy(), SCORE_COLUMN: pipe.predict_proba(X_ho)[:, 1]})
             ho.to_parquet(Path(tmp) / HOLDOUT_FILE, index=False)
             mlflow.log_artifact(str(Path(tmp) / HOLDOUT_FILE), artifact_path="eval")
+            # The drift reference, computed once here: features and out-of-sample scores of the holdout
+            # (same distribution as the training rows); a drift check never reloads the training set.
+            profile = ReferenceProfile.from_frame(
+                ho, cfg.features.numeric, cfg.features.categorical, score=SCORE_COLUMN
+            )
+            profile.save(Path(tmp) / REFERENCE_PROFILE_FILE)
+            mlflow.log_artifact(str(Path(tmp) / REFERENCE_PROFILE_FILE), artifact_path="drift")
 
         example = X_ho.head(5)
         info = mlflow.sklearn.log_model(

@@ -80,6 +80,22 @@ def test_cli_train_registers_challenger_with_lineage(tmp_path, mlflow_uri, model
     assert run.inputs.dataset_inputs, "training data must be logged as an MLflow dataset input"
     for m in ("roc_auc", "pr_auc", "f1", "log_loss", "brier", "train_roc_auc"):
         assert m in run.data.metrics
+    # the drift reference is computed once, at training time, and stored with the version's run
+    from mlflow.artifacts import download_artifacts
+    from mlops.drift import ReferenceProfile
+
+    path = download_artifacts(
+        run_id=mv.run_id,
+        artifact_path="drift/reference_profile.json",
+        tracking_uri=mlflow_uri,
+        dst_path=str(tmp_path),
+    )
+    profile = ReferenceProfile.load(path)
+    assert profile.n_rows == result["holdout_rows"]
+    cfg = load_model_config(models_dir[0] / f"{name}.yaml")
+    assert set(profile.numeric) == set(cfg.features.numeric)
+    assert set(profile.categorical) == set(cfg.features.categorical)
+    assert profile.score is not None
 
 
 def test_gate_promotes_then_rejects_and_champion_is_untouched(tmp_path, mlflow_uri, models_dir):
