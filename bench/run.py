@@ -254,6 +254,26 @@ def bench_pipeline(sizes: tuple[int, ...] = (100_000, 1_000_000)) -> None:
     )
 
 
+# --------------------------------------------------------------------------- drift detection
+
+
+def bench_drift() -> None:
+    """mlops.drift vs Evidently's DataDriftPreset at 100k and 1M rows (bench/drift.py, own venv)."""
+    import runpy
+
+    runpy.run_path(str(REPO / "bench" / "drift.py"))["bench_drift"](save)
+
+
+# --------------------------------------------------------------------------- model serving
+
+
+def bench_serving() -> None:
+    """mlops serve vs mlflow models serve under wrk, same model and payloads (bench/serving.py)."""
+    import runpy
+
+    runpy.run_path(str(REPO / "bench" / "serving.py"))["bench_serving"](save)
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -283,6 +303,8 @@ BENCHES = {
     "install": bench_install,
     "demo": bench_demo,
     "pipeline": bench_pipeline,
+    "drift": bench_drift,
+    "serving": bench_serving,
 }
 
 
