@@ -1,4 +1,4 @@
-"""Operator extra links: MLflow run, MLflow model version, Data Docs.
+"""Operator extra links: MLflow run, MLflow model version, Data Docs, drift report.
 
 Global links (every task shows the buttons; a task that has nothing to link leaves them empty). A
 task publishes a URL with :func:`publish_link`; the API server reads it back from XCom, so the UI
@@ -34,7 +34,11 @@ class DataDocsLink(_XComLink):
     name = "Data Docs"
 
 
-ALL_LINKS = [MlflowRunLink(), MlflowModelVersionLink(), DataDocsLink()]
+class DriftReportLink(_XComLink):
+    name = "Drift report"
+
+
+ALL_LINKS = [MlflowRunLink(), MlflowModelVersionLink(), DataDocsLink(), DriftReportLink()]
 
 
 def publish_link(ti: Any, link: type[BaseOperatorLink], url: str) -> None:

@@ -220,6 +220,64 @@ def test_3b_rollback_returns_production_to_previous_in_one_action(env):
     assert load.failed == [], load.failed[:5]
 
 
+def _send(env: Env, frame, clients: int = 2) -> None:
+    """Score every row of ``frame`` once through the endpoint (the server logs each request)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    rows = json.loads(frame.to_json(orient="records"))
+    url = env.target().endpoint() + "/invocations"
+
+    def post(chunk):
+        with httpx.Client(timeout=30, trust_env=False) as http:
+            for row in chunk:
+                assert http.post(url, json={"dataframe_records": [row]}).status_code == 200
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(post, [rows[i::clients] for i in range(clients)]))
+
+
+def test_3c_monitoring_flags_drifted_traffic_and_not_normal_traffic(env):
+    import time
+    from datetime import UTC, datetime
+
+    from mlops.modelconfig import get_model_config
+    from mlops.settings import get_settings
+
+    cfg = get_model_config("churn", get_settings().models_dir)
+    client = env.client()
+    champion = alias_version(client, "churn", CHAMPION)
+    _send(env, generate("churn", 600, seed=501)[cfg.features.all])
+    time.sleep(2)  # the prediction log is written off the request path
+    result, log = env.run("churn_monitoring")
+    assert result["state"] == "success", env.failed_tasks_log(result, log)
+    assert result["tasks"] == {"check_drift": "success", "is_drift": "success", "announce_drift": "skipped"}
+    assert f"v{champion}" in log and "no drift" in log.lower()
+
+    t0 = time.time()
+    _send(env, generate("churn", 600, seed=502, drift=1.0)[cfg.features.all])
+    time.sleep(2)
+    since = datetime.fromtimestamp(t0 - 1, UTC).isoformat()
+    result, log = env.run("churn_monitoring", {"since": since})
+    assert result["state"] == "success", env.failed_tasks_log(result, log)
+    assert result["tasks"]["announce_drift"] == "success"
+    reports = sorted((env.root / "home" / "reports" / "drift" / "churn").glob(f"v{champion}-*.json"))
+    assert len(reports) == 2
+    latest = json.loads(reports[-1].read_text())
+    assert latest["status"] == "drift" and latest["n_current"] == 600
+    drifted = set(latest["drifted_features"])
+    # the generator's documented shifts, plus what they move (tenure and total charges follow the contract mix)
+    shifted = {"monthly_charges", "support_calls_90d", "data_usage_gb", "contract_type"}
+    assert {"monthly_charges", "contract_type"} <= drifted <= shifted | {"tenure_months", "total_charges"}
+    run = client.search_runs(
+        [client.get_experiment_by_name("churn-monitoring").experiment_id],
+        order_by=["attributes.start_time DESC"],
+    )[0]
+    assert run.data.tags["model_version"] == champion and run.data.tags["drift.status"] == "drift"
+    assert run.data.tags["mlops.dvc_rev"] == client.get_model_version("churn", champion).tags["mlops.dvc_rev"]
+
+
 @pytest.mark.parametrize(
     ("name", "corrupt"),
     [
