@@ -13,7 +13,7 @@ export PATH := $(BIN):$(PATH)
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
 
-.PHONY: help venv install install-dev lock up down status demo test lint format bench clean podman
+.PHONY: help venv install install-dev lock up down status demo test lint format bench clean podman monitoring
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ clean: down ## stop the stack and delete local state (.mlops/, data/)
 
 podman: ## install Podman and serve the Docker API on /run/podman/podman.sock (root; for the docker backend)
 	bash .ci/setup-podman.sh
+
+monitoring: ## install Prometheus, Alertmanager, Pushgateway from Debian (root; `make up` then runs them)
+	bash .ci/setup-monitoring.sh
 
 .PHONY: image
 image: install ## training image; MODEL=churn [VERSION=3]: serving image of @champion (or VERSION), pushed + recorded

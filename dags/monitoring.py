@@ -26,7 +26,12 @@ thresholds decide. Too few requests = *insufficient data*, never an alarm.
 2. **announce_drift** (only when drift is found): an event on the **{name}_drift** Asset with the
    details, for whatever reacts to drift.
 
-Not built yet (issue 5): Prometheus metrics and alerts, the retraining sensor. Config: `{config}`.
+3. **publish_metrics** (every check): `mlops_drift_detected`, `mlops_drift_share_ratio` and per-feature
+   `mlops_drift_feature_*` gauges (labels model, model_version, feature) to the Pushgateway, where the
+   `ModelDriftDetected` rule alerts on them (without Prometheus: the local alert source, same rule).
+   **{name}_retraining** retrains on that alert.
+
+Config: `{config}`.
 """
 
 
@@ -84,12 +89,24 @@ def build_monitoring_dag(cfg: ModelConfig, config_path: str) -> None:
             except LookupError as exc:
                 raise AirflowSkipException(str(exc)) from exc
             base = conf.get("api", "base_url", fallback=s.airflow_url)
-            publish_link(ti, DriftReportLink, report_url(base, s.reports_root, summary["report"]))
+            summary["report_url"] = report_url(base, s.reports_root, summary["report"])
+            publish_link(ti, DriftReportLink, summary["report_url"])
             publish_link(
                 ti, MlflowRunLink, mlflow_run_url(uri, summary["experiment_id"], summary["mlflow_run_id"])
             )
             print(summary["message"])
             return summary
+
+        @task
+        def publish_metrics(summary: dict) -> str:
+            """Drift metrics for Prometheus (Pushgateway), or the local alert source without one."""
+            from mlops import alerting
+            from mlops.settings import get_settings
+
+            s = get_settings()
+            done = alerting.publish_drift(summary, s.pushgateway_url, alerting.local_store(s.home))
+            print(done)
+            return done
 
         @task.short_circuit
         def is_drift(summary: dict) -> bool:
@@ -105,6 +122,7 @@ def build_monitoring_dag(cfg: ModelConfig, config_path: str) -> None:
             return summary["drifted_features"]
 
         summary = check_drift()
+        publish_metrics(summary)
         is_drift(summary) >> announce_drift(summary)
 
     monitoring_dag()

@@ -92,6 +92,12 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
             "train_without_new_data": Param(
                 False, type="boolean", title="Train even when no new batch arrived"
             ),
+            "alert": Param(
+                None,
+                type=["null", "object"],
+                title="Alert (set by the retraining DAG)",
+                description="The alert that started this run: name, fingerprint, drifted features, report.",
+            ),
         },
     )
     def training_dag() -> None:
@@ -157,6 +163,11 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
             }
             if params["force_promote"]:
                 tags["mlops.force_promote"] = "requested"
+            if params.get("alert"):
+                alert = params["alert"]
+                tags.update({"mlops.trigger": "alert", "mlops.alert.name": str(alert.get("name", "")),
+                             "mlops.alert.fingerprint": str(alert.get("fingerprint", "")),
+                             "mlops.alert.drifted_features": ",".join(alert.get("drifted_features") or [])})  # fmt: skip
             tags["mlops.git_commit"] = (
                 git_commit()
             )  # a container has no git: record the platform's commit here

@@ -18,6 +18,12 @@ class MlopsPlugin(AirflowPlugin):
             "href": os.environ.get("MLOPS_MLFLOW_UI_URL", "http://127.0.0.1:5000"),
             "destination": "nav",
             "category": "browse",
-        }
+        },
+        {
+            "name": "Alert ledger",
+            "href": "/mlops/alerts/",
+            "destination": "nav",
+            "category": "browse",
+        },
     ]
     fastapi_apps = [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "MLOps reports"}]

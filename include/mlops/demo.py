@@ -11,12 +11,18 @@ Three acts, each a real DAG run triggered through the REST API and followed live
 3. a corrupt batch lands -> refused by Great Expectations, moved intact to quarantine, nothing
    trained, ``@champion`` untouched.
 
+4. the closed loop (``mlops.demo_loop``): drifted data and traffic -> the drift check finds it ->
+   ``ModelDriftDetected`` fires -> the retraining sensor starts a training run with the alert ->
+   gate -> canary under the drifted traffic -> the new ``@champion`` serves; a timeline of each leg
+   is printed and written as JSON under ``$MLOPS_HOME/demo/``.
+
 Then a summary: each run's stages with outcome and duration, the decisions, links to the Airflow
 UI and MLflow. Exit 0 when every act ended as expected, 1 naming the act and stage that did not.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,12 +59,13 @@ def _duration(ti: dict[str, Any]) -> float | None:
     return None
 
 
-def land_good(settings: Settings, model: str, seed: int) -> Path:
+def land_good(settings: Settings, model: str, seed: int, rows: int = DEMO_ROWS, drift: float = 0.0) -> Path:
     from mlops.datagen import generate, write_frame
     from mlops.pipeline import landing_dir
 
-    out = landing_dir(settings.data_root, model) / f"batch-{datetime.now(UTC):%Y%m%dT%H%M%S}-s{seed}.csv"
-    write_frame(generate(model, rows=DEMO_ROWS, seed=seed), out)
+    tag = f"-drift{drift:g}" if drift else ""
+    out = landing_dir(settings.data_root, model) / f"batch-{datetime.now(UTC):%Y%m%dT%H%M%S}-s{seed}{tag}.csv"
+    write_frame(generate(model, rows=rows, seed=seed, drift=drift), out)
     return out
 
 
@@ -152,8 +159,6 @@ def _follow_deployment(
 
 
 def _demo_rows(settings: Settings, model: str) -> list[dict[str, Any]]:
-    import json
-
     from mlops.datagen import generate
     from mlops.modelconfig import get_model_config
 
@@ -233,6 +238,13 @@ def run_demo(settings: Settings, model: str = "churn", timeout: int = 900) -> in
         released = any(t["task_id"] == "release" and t.get("state") == "success" for t in act.tasks)
         if act.ok and released:
             _follow_deployment(api, settings, model, act, known, timeout)
+    loop = None
+    cfg = get_model_config(model, settings.models_dir)
+    if deploys and cfg.retraining.enabled and model == settings.serving_model and all(a.ok for a in acts):
+        from mlops.demo_loop import run_loop
+
+        print("\n== Act 4: the closed loop: drift -> detected -> alert -> retrain -> canary -> new champion")
+        loop = run_loop(api, settings, model, timeout, land_good)
 
     mlflow_url = f"http://{settings.host}:{settings.mlflow_port}"
     print("\n" + "=" * 78)
@@ -285,14 +297,26 @@ def run_demo(settings: Settings, model: str = "churn", timeout: int = 900) -> in
                     f"by version {t['by_version']}"
                 )
             print(f"  Airflow: {api.ui_run_url(f'{model}_deployment', d['run_id'])}")
+    if loop is not None:
+        ok, problem, timeline = loop
+        print("\nAct 4: the closed loop (drift injected -> new champion serving)")
+        if timeline is not None:
+            data = json.loads(timeline.read_text())
+            for leg in data["legs"]:
+                print(f"  {leg['leg']:<40} {leg['seconds']:>7.1f}s")
+            print(f"  {'total':<40} {data['total_seconds']:>7.1f}s  -> {data['outcome']}")
+            print(f"  timeline: {timeline}")
+        print(f"  alert ledger: {settings.airflow_url}/mlops/alerts/")
     print("\nModel endpoint (the local target of the embedded default):")
     endpoint = _serve_champion(settings, model)
     bad = [(i, a) for i, a in enumerate(acts, 1) if not a.ok]
-    if bad:
+    if bad or (loop is not None and not loop[0]):
         for i, act in bad:
             print(
                 f"\nDEMO FAILED in act {i} ({act.title}): {act.problem}. Task logs: {api.ui_run_url(dag_id, act.run_id)}"
             )
+        if loop is not None and not loop[0]:
+            print(f"\nDEMO FAILED in act 4 (the closed loop): {loop[1]}")
         return 1
     print(
         f"\nDemo finished: {mlflow_url} holds the model versions, {settings.airflow_url} the runs "

@@ -217,6 +217,25 @@ class DeploymentConfig(_Strict):
         return v
 
 
+class RetrainingConfig(_Strict):
+    """Alert-driven retraining (``<model>_retraining`` DAG) and its storm protection."""
+
+    enabled: bool = Field(default=True, description="a drift alert on the champion retrains the model")
+    alerts: list[str] = Field(
+        default_factory=lambda: ["ModelDriftDetected"], description="alert names that start a retrain"
+    )
+    cooldown_minutes: float = Field(
+        default=60.0, ge=0, description="after a retrain starts, further alerts are suppressed this long"
+    )
+    daily_budget: int = Field(default=3, ge=0, description="most alert-driven retrains per UTC day")
+    poll_interval_s: float = Field(
+        default=5.0, gt=0, description="how often the sensor asks the alert source"
+    )
+    train_without_new_data: bool = Field(
+        default=False, description="retrain on the current window even when no new batch landed"
+    )
+
+
 class ModelConfig(_Strict):
     """One model of the platform."""
 
@@ -233,6 +252,7 @@ class ModelConfig(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+    retraining: RetrainingConfig = Field(default_factory=RetrainingConfig)
 
     @field_validator("name")
     @classmethod

@@ -129,6 +129,10 @@ def check_drift(
         "since": datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds"),
         "message": result.message,
         "report": str(html),
+        "features": [
+            {"name": f.name, "kind": f.kind, "status": f.status, "psi": f.psi, "p_value": f.p_value}
+            for f in result.features
+        ],
     }
     (out / f"v{version}-{stamp}.json").write_text(result.to_json())
     mlflow.set_tracking_uri(tracking_uri)

@@ -87,6 +87,23 @@ class Settings(BaseSettings):
         description="BASE_IMAGE build argument of the Dockerfile.",
     )
 
+    alert_source: str | None = Field(
+        default=None,
+        description="Where the retraining sensor reads alerts: alertmanager, prometheus or local. "
+        "Empty: alertmanager when `make up` runs it (Debian packages installed), else local.",
+    )
+    prometheus_url: str = Field(default="http://127.0.0.1:9090", description="Prometheus server.")
+    alertmanager_url: str = Field(default="http://127.0.0.1:9093", description="Alertmanager.")
+    pushgateway_url: str | None = Field(
+        default=None,
+        description="Pushgateway drift metrics are pushed to. Empty: the local stack's when it runs "
+        "(http://127.0.0.1:9091), else none (the local alert source gets them).",
+    )
+    alert_webhook_token: SecretStr = Field(
+        default=SecretStr("local-dev-alert-token"),
+        description="Bearer token Alertmanager's webhook must send to /mlops/alerts/webhook (secret).",
+    )
+
     @field_validator("home", "data_root", "models_dir", "reports_dir", mode="after")
     @classmethod
     def _resolve(cls, v: Path | None) -> Path | None:

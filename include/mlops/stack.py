@@ -1,5 +1,8 @@
 """The local stack of the embedded default: Airflow 3 and an MLflow server on 127.0.0.1.
 
+Prometheus, the Pushgateway and Alertmanager (:mod:`mlops.observability`) are optional parts: they
+start with the rest when their Debian packages are installed (``make monitoring``).
+
 ``mlops stack up`` starts each part as its own process group, records its PID (with the process
 start time, so a recycled PID is never mistaken for ours) under ``$MLOPS_HOME/run/``, and waits for
 each part to be healthy. ``down`` stops exactly those process groups; ``status`` reports each part.
@@ -21,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from mlops import procs
+from mlops import observability, procs
 from mlops.settings import REPO_ROOT, Settings
 
 
@@ -70,10 +73,20 @@ def airflow_env(s: Settings) -> dict[str, str]:
         ),
         "MLOPS_MLFLOW_UI_URL": f"http://{s.host}:{s.mlflow_port}",
         **s.as_env(),  # every MLOPS_* setting, .env included, paths resolved: DAG parsing reads os.environ
+        **_alerting_env(s),
         "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONUNBUFFERED": "1",
         "NO_PROXY": "127.0.0.1,localhost",
     }
+    return env
+
+
+def _alerting_env(s: Settings) -> dict[str, str]:
+    """Where alerts come from and drift metrics go: Alertmanager + Pushgateway when installed, else local."""
+    env = {"MLOPS_ALERT_SOURCE": observability.alert_source(s)}
+    pushgateway = observability.effective_pushgateway_url(s)
+    if pushgateway:
+        env["MLOPS_PUSHGATEWAY_URL"] = pushgateway
     return env
 
 
@@ -154,6 +167,18 @@ def services(s: Settings) -> list[Service]:
     ]
 
 
+def optional_services(s: Settings) -> list[observability.MonitoringService]:
+    """Prometheus, Pushgateway, Alertmanager: started by `up` only when installed (``make monitoring``)."""
+    return observability.services(s) if observability.installed() else []
+
+
+def _all_services(s: Settings) -> list[Any]:
+    return [*services(s), *optional_services(s)]
+
+
+_PORT_SETTING = {"api-server": "MLOPS_AIRFLOW_PORT", "mlflow": "MLOPS_MLFLOW_PORT"}
+
+
 def serving_target(s: Settings):
     """The local deployment target of the serving model: the router on MLOPS_SERVING_PORT + backends."""
     from mlops.deploy.local import LocalTarget
@@ -218,19 +243,25 @@ def up(s: Settings) -> None:
     if shutil.which("airflow", path=str(Path(sys.executable).parent)) is None:
         raise StackError(f"`airflow` not found next to {sys.executable}: run `make install` first")
     todo = []
-    for svc in services(s):
+    optional = optional_services(s)
+    for svc in [*services(s), *optional]:
         pid = _read_pid(s, svc.name)
         if pid is not None:
             _say(f"• {svc.name}: already running (pid {pid})")
             continue
         if svc.port is not None and port_in_use(s.host, svc.port):
+            setting = getattr(svc, "env_var", None) or _PORT_SETTING.get(svc.name, "MLOPS_MLFLOW_PORT")
             raise StackError(
                 f"port {svc.port} on {s.host} is already in use by another program, so {svc.name} cannot start. "
-                f"Stop that program, or choose another port (MLOPS_{'AIRFLOW' if svc.name == 'api-server' else 'MLFLOW'}_PORT)."
+                f"Stop that program, or choose another port ({setting})."
             )
         todo.append(svc)
     if todo:
         _prepare(s)
+    if optional:
+        observability.render(s)
+        if _read_pid(s, observability.PROMETHEUS) is not None:
+            observability.reload_prometheus(s)  # a running Prometheus picks up changed rules or targets
     env = {**os.environ, **airflow_env(s)}
     for svc in todo:
         _start(s, svc, env)
@@ -244,12 +275,18 @@ def up(s: Settings) -> None:
     _say(f"MLflow UI    http://{s.host}:{s.mlflow_port}")
     if serving_target(s).router_running():
         _say(f"Model API    http://{s.host}:{s.serving_port}/invocations  (/predict, /metrics, /version)")
+    if optional:
+        url = {svc.name: svc.url for svc in optional}
+        _say(f"Prometheus   {url['prometheus']}/alerts   (rules: infra/monitoring/rules/)")
+        _say(f"Alertmanager {url['alertmanager']}   Pushgateway {url['pushgateway']}")
+    else:
+        _say("alerts: local alert source (install the Debian packages: make monitoring)")
     _say(f"Airflow CLI  source {s.home / 'airflow.env'} && airflow dags list")
 
 
 def wait_healthy(s: Settings) -> None:
     deadline = time.monotonic() + s.start_timeout
-    pending = {svc.name: svc for svc in services(s)}
+    pending = {svc.name: svc for svc in _all_services(s)}
     last: dict[str, str] = {}
     while pending:
         for name, svc in list(pending.items()):
@@ -326,7 +363,8 @@ def down(s: Settings, timeout: float = 30.0) -> None:
     served = serving_target(s).stop_all()
     for name in served:
         _say(f"• serving: stopped {name}")
-    stopped = [_stop(s, svc, timeout) for svc in reversed(services(s))]
+    # The monitoring parts are stopped by PID file even when their packages were removed meanwhile.
+    stopped = [_stop(s, svc, timeout) for svc in reversed([*services(s), *observability.services(s)])]
     if not any(stopped) and not served:
         _say("nothing of the local stack is running")
 
@@ -349,13 +387,17 @@ def _serving_row(s: Settings) -> dict[str, Any]:
 
 
 def status(s: Settings) -> list[dict[str, str]]:
-    """One row per part; the model endpoint is optional (it runs once a champion exists)."""
+    """One row per part; the model endpoint and the monitoring servers are optional."""
     rows = []
-    for svc in services(s):
-        optional = False
+    monitoring = observability.installed()
+    required = [svc.name for svc in services(s)]
+    for svc in [*services(s), *observability.services(s)]:
+        optional = svc.name not in required
         pid = _read_pid(s, svc.name)
         if pid is None:
-            state = "stopped (starts once a @champion exists)" if optional else "stopped"
+            state = "stopped"
+            if optional and not monitoring:
+                state = "not installed (make monitoring)"
             rows.append(
                 {"service": svc.name, "pid": "-", "state": state, "health": "-", "optional": optional}
             )

@@ -3,6 +3,7 @@
 
     GET /mlops/reports/<path>   static files under MLOPS_REPORTS_DIR (default $MLOPS_HOME/reports)
     GET /mlops/health           liveness of the app
+    /mlops/alerts/...           Alertmanager webhook receiver and the alert ledger (see alerts_app)
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ def create_app() -> FastAPI:
     root.mkdir(parents=True, exist_ok=True)
     app = FastAPI(title="MLOps platform reports", docs_url=None, redoc_url=None)
     app.mount("/reports", StaticFiles(directory=str(root), html=True, check_dir=False), name="reports")
+
+    from mlops_airflow.alerts_app import router as alerts_router
+
+    app.include_router(alerts_router)
 
     @app.get("/health")
     def health() -> dict[str, str]:

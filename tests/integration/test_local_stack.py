@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mlops import observability
 from mlops.registry import CHAMPION, alias_version
 
 from tests.helpers import free_port
@@ -26,6 +28,10 @@ def stack_env(tmp_path_factory):
         "MLOPS_AIRFLOW_PORT": str(free_port()),
         "MLOPS_MLFLOW_PORT": str(free_port()),
         "MLOPS_SERVING_PORT": str(free_port()),
+        # Prometheus, Alertmanager and the Pushgateway start with the stack when installed (CI installs them)
+        "MLOPS_PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
+        "MLOPS_ALERTMANAGER_URL": f"http://127.0.0.1:{free_port()}",
+        "MLOPS_PUSHGATEWAY_URL": f"http://127.0.0.1:{free_port()}",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
     up = subprocess.run([MLOPS, "stack", "up"], env=env, capture_output=True, text=True, timeout=400)
@@ -52,11 +58,12 @@ def test_health_and_login(stack_env):
 def test_up_twice_is_harmless(stack_env):
     again = subprocess.run([MLOPS, "stack", "up"], env=stack_env, capture_output=True, text=True, timeout=200)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stdout.count("already running") == 5
+    parts = 8 if observability.installed() else 5
+    assert again.stdout.count("already running") == parts
     status = subprocess.run(
         [MLOPS, "stack", "status"], env=stack_env, capture_output=True, text=True, timeout=60
     )
-    assert status.returncode == 0 and status.stdout.count("healthy") == 5
+    assert status.returncode == 0 and status.stdout.count("healthy") == parts, status.stdout
 
 
 def test_demo_runs_the_main_job_through_airflow(stack_env):
@@ -72,8 +79,9 @@ def test_demo_runs_the_main_job_through_airflow(stack_env):
         assert stage in out
     client = MlflowClient(f"http://127.0.0.1:{stack_env['MLOPS_MLFLOW_PORT']}")
     versions = client.search_model_versions("name='churn'")
-    # two batches trained, the corrupt one refused; the daily schedule fired no extra run on unpause
-    assert len(versions) == 2
+    # two batches trained, the corrupt one refused, one retrain on the drift alert (act 4); the daily
+    # schedule fired no extra run on unpause
+    assert len(versions) == 3
     champion = alias_version(client, "churn", CHAMPION)
     assert champion is not None
     mv = client.get_model_version("churn", champion)
@@ -82,8 +90,19 @@ def test_demo_runs_the_main_job_through_airflow(stack_env):
     assert mv.tags["deploy.decision"] == "promoted"
     assert "deployment run " in out and "(queued by the candidate-model Asset)" in out
     assert "no endpoint yet: this is the first deployment" in out
-    challenger = max(versions, key=lambda m: int(m.version))
-    assert challenger.tags["gate.champion_version"] == "1", "the second version is judged against the first"
+    second = client.get_model_version("churn", "2")
+    assert second.tags["gate.champion_version"] == "1", "the second version is judged against the first"
+    # act 4, the closed loop: drift detected -> alert -> retrain (alert in its conf) -> canary -> promoted
+    assert champion == "3", out[-3000:]
+    assert mv.tags["mlops.trigger"] == "alert" and mv.tags["mlops.alert.name"] == "ModelDriftDetected"
+    assert "monthly_charges" in mv.tags["mlops.alert.drifted_features"]
+    assert mv.tags["airflow.run_id"].startswith("retrain__ModelDriftDetected__")
+    (timeline,) = (Path(stack_env["MLOPS_HOME"]) / "demo").glob("loop-churn-*.json")
+    loop = json.loads(timeline.read_text())
+    legs = {leg["leg"]: leg["seconds"] for leg in loop["legs"]}
+    assert loop["outcome"].startswith("v3 replaced v") and "alert -> retraining run queued" in legs
+    assert legs["alert -> retraining run queued"] <= 30, legs
+    assert "Act 4: the closed loop" in out and "timeline: " in out
     quarantine = Path(stack_env["MLOPS_DATA_ROOT"]) / "quarantine" / "churn"
     assert len(list(quarantine.glob("*-corrupt.csv"))) == 1
     assert len(list(quarantine.glob("*.validation.json"))) == 1
@@ -128,6 +147,8 @@ def test_down_frees_every_port(stack_env):
     assert down.returncode == 0, down.stderr
     for key in ("MLOPS_AIRFLOW_PORT", "MLOPS_MLFLOW_PORT", "MLOPS_SERVING_PORT"):
         assert not port_in_use("127.0.0.1", int(stack_env[key]))
+    for key in ("MLOPS_PROMETHEUS_URL", "MLOPS_ALERTMANAGER_URL", "MLOPS_PUSHGATEWAY_URL"):
+        assert not port_in_use("127.0.0.1", int(stack_env[key].rsplit(":", 1)[1]))
     marker = f"MLOPS_HOME={stack_env['MLOPS_HOME']}".encode()
     assert _processes_with_env(marker) == []
 

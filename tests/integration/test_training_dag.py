@@ -32,6 +32,20 @@ states = {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
 print("RESULT " + json.dumps({"state": str(dr.state), "tasks": states}))
 """
 
+RUNS_QUERY = """
+import json, sys
+from airflow.models import DagRun
+from airflow.utils.session import create_session
+with create_session() as session:
+    runs = session.query(DagRun).filter(DagRun.dag_id == sys.argv[1]).order_by(DagRun.id).all()
+    out = [{"run_id": r.run_id, "state": str(r.state), "conf": r.conf} for r in runs]
+    if sys.argv[2] == "delete":
+        for r in runs:
+            if str(r.state) == "queued":
+                session.delete(r)
+print("RESULT " + json.dumps(out))
+"""
+
 
 class Env:
     def __init__(self, root: Path, mlflow_uri: str):
@@ -64,16 +78,25 @@ class Env:
     def land(self, model: str, name: str, seed: int, rows: int = 3000) -> Path:
         return write_frame(generate(model, rows, seed=seed), self.data / "landing" / model / name)
 
-    def run(self, dag_id: str, conf: dict | None = None) -> tuple[dict, str]:
+    def run(self, dag_id: str, conf: dict | None = None, extra_env: dict | None = None) -> tuple[dict, str]:
         proc = subprocess.run(
             [sys.executable, "-c", RUNNER, str(REPO / "dags"), dag_id, json.dumps(conf or {})],
-            env=self.vars, capture_output=True, text=True, timeout=900, cwd=self.root,
+            env={**self.vars, **(extra_env or {})}, capture_output=True, text=True, timeout=900, cwd=self.root,
         )  # fmt: skip
         self.runs += 1
         (self.root / f"run-{self.runs:02d}-{dag_id}.log").write_text(proc.stdout + proc.stderr)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         assert lines, proc.stdout[-4000:] + proc.stderr[-4000:]
         return json.loads(lines[-1][7:]), proc.stdout + proc.stderr
+
+    def dag_runs(self, dag_id: str, prefix: str = "", delete_queued: bool = False) -> list[dict]:
+        """Runs of ``dag_id`` whose id starts with ``prefix`` (queued ones of any id deleted when asked)."""
+        proc = subprocess.run(
+            [sys.executable, "-c", RUNS_QUERY, dag_id, "delete" if delete_queued else "keep"],
+            env=self.vars, capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        return [r for r in json.loads(line[7:]) if r["run_id"].startswith(prefix)]
 
     @staticmethod
     def failed_tasks_log(result: dict, log: str) -> str:
@@ -252,7 +275,9 @@ def test_3c_monitoring_flags_drifted_traffic_and_not_normal_traffic(env):
     time.sleep(2)  # the prediction log is written off the request path
     result, log = env.run("churn_monitoring")
     assert result["state"] == "success", env.failed_tasks_log(result, log)
-    assert result["tasks"] == {"check_drift": "success", "is_drift": "success", "announce_drift": "skipped"}
+    assert result["tasks"] == {
+        "check_drift": "success", "publish_metrics": "success", "is_drift": "success", "announce_drift": "skipped",
+    }  # fmt: skip
     assert f"v{champion}" in log and "no drift" in log.lower()
 
     t0 = time.time()
@@ -276,6 +301,118 @@ def test_3c_monitoring_flags_drifted_traffic_and_not_normal_traffic(env):
     )[0]
     assert run.data.tags["model_version"] == champion and run.data.tags["drift.status"] == "drift"
     assert run.data.tags["mlops.dvc_rev"] == client.get_model_version("churn", champion).tags["mlops.dvc_rev"]
+
+
+def _retraining_env(env, **retraining) -> dict:
+    """A copy of the model configs with the churn retraining policy changed (cooldown, budget)."""
+    import shutil
+
+    import yaml
+    from mlops.settings import get_settings
+
+    folder = env.root / f"models-{len(list(env.root.glob('models-*')))}"
+    shutil.copytree(get_settings().models_dir, folder)
+    doc = yaml.safe_load((folder / "churn.yaml").read_text())
+    doc["retraining"] = {**doc.get("retraining", {}), **retraining}
+    (folder / "churn.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return {"MLOPS_MODELS_DIR": str(folder)}
+
+
+def _storm(champion: str, wave: str, n: int = 50):
+    from mlops.alerting import Alert
+
+    labels = {"alertname": "ModelDriftDetected", "model": "churn", "model_version": champion}
+    return [
+        Alert(
+            "ModelDriftDetected",
+            {**labels, "replica": str(i)},
+            {"summary": f"wave {wave}"},
+            f"{wave}{i:04d}",
+            "2026-11-26T10:00:00Z",
+            "webhook",
+        )  # fmt: skip
+        for i in range(n)
+    ]
+
+
+def test_3d_alert_storm_starts_exactly_one_retrain_and_a_second_wave_none(env):
+    from mlops import alerting
+
+    champion = alias_version(env.client(), "churn", CHAMPION)
+    ledger = alerting.ledger(Path(env.vars["MLOPS_HOME"]))
+    assert ledger.record(_storm(champion, "a")) == 50  # what 50 webhook deliveries record
+    result, log = env.run("churn_retraining")
+    assert result["state"] == "success", env.failed_tasks_log(result, log)
+    assert result["tasks"]["trigger_training"] == "success"
+    (run,) = env.dag_runs("churn_training", "retrain__", delete_queued=True)
+    alert = run["conf"]["alert"]
+    assert run["run_id"].startswith("retrain__ModelDriftDetected__a") and alert["model_version"] == champion
+    assert alert["source"] == "webhook" and alert["name"] == "ModelDriftDetected"
+    # a second wave inside the cooldown (60 min in churn.yaml): no retrain, all 50 recorded as suppressed
+    assert ledger.record(_storm(champion, "b")) == 50
+    result, log = env.run("churn_retraining")
+    assert result["state"] == "success", env.failed_tasks_log(result, log)
+    assert result["tasks"]["trigger_training"] == "skipped"
+    assert env.dag_runs("churn_training", "retrain__") == []
+    rows = ledger.entries("churn")
+    assert len(rows) == 100 and sum(r["decision"] == "retrain" for r in rows) == 1
+    reasons = [r["reason"] for r in rows if r["decision"] == "suppressed"]
+    assert (
+        sum(r.startswith("coalesced") for r in reasons) == 49
+        and sum(r.startswith("cooldown") for r in reasons) == 50
+    )
+
+
+def test_3e_drift_alert_from_the_local_source_retrains_with_the_alert_in_conf(env):
+    """The drift metrics 3c published (no Prometheus here: the local store) fire ModelDriftDetected
+    after its `for` duration; the sensor defers, sees it, and starts a training run carrying it."""
+    import time
+
+    champion = alias_version(env.client(), "churn", CHAMPION)
+    t0 = time.monotonic()
+    result, log = env.run(
+        "churn_retraining", extra_env=_retraining_env(env, cooldown_minutes=0, daily_budget=10)
+    )
+    elapsed = time.monotonic() - t0
+    assert result["state"] == "success", env.failed_tasks_log(result, log)
+    assert result["tasks"]["trigger_training"] == "success"
+    assert "waiting for alerts on churn from the local source" in log
+    (run,) = env.dag_runs("churn_training", "retrain__", delete_queued=True)
+    alert = run["conf"]["alert"]
+    assert alert["source"] == "local" and alert["model_version"] == champion
+    assert "monthly_charges" in alert["drifted_features"] and alert["report"].endswith(".html")
+    assert elapsed < 120, f"retraining DAG took {elapsed:.0f}s"
+
+
+def test_3f_drift_metric_through_prometheus_and_alertmanager_starts_a_retrain(env, monitoring_stack):
+    """Real Pushgateway -> Prometheus rule -> Alertmanager -> the sensor -> a training run with the alert."""
+    from mlops import alerting
+
+    champion = alias_version(env.client(), "churn", CHAMPION)
+    summary = {"model": "churn", "model_version": champion, "dvc_rev": "feedbeef", "status": "drift",
+               "drifted_features": ["contract_type", "monthly_charges"], "drifted_share": 0.4, "rows": 900,
+               "report": "http://127.0.0.1:8080/mlops/reports/drift/churn/x.html", "features": []}  # fmt: skip
+    alerting.push_samples(
+        alerting.drift_samples(summary), monitoring_stack.pushgateway_url, {"model": "churn"}
+    )
+    extra = {
+        **_retraining_env(env, cooldown_minutes=0, daily_budget=10, poll_interval_s=2),
+        "MLOPS_ALERT_SOURCE": "alertmanager",
+        "MLOPS_ALERTMANAGER_URL": monitoring_stack.alertmanager_url,
+    }
+    result, log = env.run("churn_retraining", extra_env=extra)
+    assert result["state"] == "success", env.failed_tasks_log(result, log)
+    assert "from the alertmanager source" in log and result["tasks"]["trigger_training"] == "success"
+    (run,) = env.dag_runs("churn_training", "retrain__", delete_queued=True)
+    alert = run["conf"]["alert"]
+    assert alert["source"] == "alertmanager" and alert["model_version"] == champion
+    assert (
+        alert["drifted_features"] == ["contract_type", "monthly_charges"] and alert["dvc_rev"] == "feedbeef"
+    )
+    assert alert["report"] == summary["report"] and "churn" in alert["summary"]
+    # withdrawn so later tests see no firing drift alert
+    alerting.push_samples(alerting.drift_samples({**summary, "status": "no_drift"}),
+                          monitoring_stack.pushgateway_url, {"model": "churn"})  # fmt: skip
 
 
 @pytest.mark.parametrize(

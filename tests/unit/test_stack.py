@@ -36,6 +36,7 @@ def fake_services(monkeypatch, tmp_path):
         ]
 
     monkeypatch.setattr(stack, "services", services)
+    monkeypatch.setattr(stack.observability, "installed", lambda: False)  # no Prometheus & co. here
     monkeypatch.setattr(stack, "_prepare", lambda s: (s.home / "logs").mkdir(parents=True, exist_ok=True))
     monkeypatch.setattr(stack.shutil, "which", lambda *a, **k: "/bin/true")
     monkeypatch.setattr(stack, "_champion_version", lambda s: None)  # no MLflow here: no endpoint
@@ -92,3 +93,55 @@ def test_airflow_env_points_everything_at_local_state(tmp_path):
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:18080/execution/"
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert '"port": 5000' in env["AIRFLOW_CONN_MLFLOW_DEFAULT"]
+
+
+def test_without_monitoring_packages_the_local_alert_source_is_named(fake_services, capsys):
+    settings, _ = fake_services
+    try:
+        stack.up(settings)
+        out = capsys.readouterr().out
+        assert "alerts: local alert source (install the Debian packages: make monitoring)" in out
+        rows = {r["service"]: r for r in stack.status(settings)}
+        for name in ("prometheus", "pushgateway", "alertmanager"):
+            assert rows[name]["optional"] and rows[name]["state"] == "not installed (make monitoring)"
+    finally:
+        stack.down(settings)
+
+
+def test_monitoring_parts_start_and_stop_with_the_stack_when_installed(fake_services, monkeypatch, capsys):
+    """Prometheus, Pushgateway and Alertmanager (tiny HTTP servers here) are optional parts of up/down/status."""
+    settings, _ = fake_services
+    ports = {name: free_port() for name in ("pushgateway", "alertmanager", "prometheus")}
+
+    def monitoring(s):
+        return [
+            stack.observability.MonitoringService(
+                name,
+                [sys.executable, "-m", "http.server", str(p), "--bind", "127.0.0.1"],
+                p,
+                lambda p=p: stack._http_ok(f"http://127.0.0.1:{p}/"),
+                f"http://127.0.0.1:{p}",
+                "MLOPS_X_URL",
+            )
+            for name, p in ports.items()
+        ]
+
+    monkeypatch.setattr(stack.observability, "installed", lambda: True)
+    monkeypatch.setattr(stack.observability, "services", monitoring)
+    try:
+        stack.up(settings)
+        out = capsys.readouterr().out
+        assert f"Prometheus   http://127.0.0.1:{ports['prometheus']}" in out
+        assert f"Alertmanager http://127.0.0.1:{ports['alertmanager']}" in out
+        assert (settings.home / "monitoring" / "prometheus.yml").exists()  # configs rendered
+        rows = {r["service"]: r for r in stack.status(settings)}
+        for name in ports:
+            assert rows[name]["optional"] and rows[name]["health"] == "healthy", rows[name]
+        assert all(r["health"] == "healthy" for r in _required(settings))
+        env = stack.airflow_env(settings)
+        assert env["MLOPS_ALERT_SOURCE"] == "alertmanager"
+    finally:
+        stack.down(settings)
+    for p in ports.values():
+        assert not stack.port_in_use("127.0.0.1", p)
+    assert all(r["state"] == "stopped" for r in stack.status(settings) if r["service"] != "serving")

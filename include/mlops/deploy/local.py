@@ -7,6 +7,10 @@ Layout under ``$MLOPS_HOME/serving/<model>/``:
 * ``router.pid`` / ``router.log`` — the endpoint process on the model's port (8000 by default);
 * ``v<version>-<port>.pid`` / ``.log`` — one ``mlops serve`` process group per backend, on a free port.
 
+Next to that folder, ``$MLOPS_HOME/serving/<model>.prometheus-targets.json`` lists the live backends
+in Prometheus' file discovery format (labels ``model``, ``role``, ``model_version``), rewritten with
+the routing table, so the local stack's Prometheus scrapes every backend's ``/metrics``.
+
 Every process runs in its own session, so it outlives the Airflow task that started it; ``make down``
 stops them all (:meth:`LocalTarget.stop_all`).
 """
@@ -22,10 +26,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
-from mlops import procs
+from mlops import observability, procs
 from mlops.deploy.analysis import snapshot_from_text
 from mlops.deploy.target import ROLES, STABLE, Backend, DeploymentError, MetricsSnapshot
 from mlops.settings import Settings
@@ -53,6 +58,7 @@ class LocalTarget:
         self.ready_timeout = ready_timeout
         self.dir = self.s.home / "serving" / model
         self.routes_path = self.dir / "routes.json"
+        self.targets_path = observability.targets_path(self.s.home, model)
 
     # ----------------------------------------------------------------------------- routing table
 
@@ -72,6 +78,33 @@ class LocalTarget:
                 tmp = self.routes_path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(state, indent=2))
                 os.replace(tmp, self.routes_path)
+            self._write_targets(state)
+
+    def prometheus_targets(self, state: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The live backends in Prometheus' file_sd format: one target group per backend."""
+        state = self._read() if state is None else state
+        out = []
+        for role, b in sorted(state["backends"].items()):
+            url = urlsplit(b["url"])
+            out.append(
+                {
+                    "targets": [f"{url.hostname}:{url.port}"],
+                    "labels": {"model": self.model, "role": role, "model_version": str(b["version"])},
+                }
+            )
+        return out
+
+    def _write_targets(self, state: dict[str, Any] | None) -> None:
+        """Rewrite the targets file when it differs (atomically: Prometheus may read it any time)."""
+        text = json.dumps([] if state is None else self.prometheus_targets(state), indent=1) + "\n"
+        try:
+            if self.targets_path.read_text() == text:
+                return
+        except OSError:
+            pass
+        tmp = self.targets_path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, self.targets_path)
 
     def _read(self) -> dict[str, Any]:
         try:
@@ -262,6 +295,8 @@ class LocalTarget:
             for pidfile in sorted(self.dir.glob("v*.pid")):
                 if procs.stop(pidfile):
                     stopped.append(pidfile.stem)
+        if self.targets_path.exists():
+            self._write_targets(None)
         return stopped
 
     def _stop_backend(self, b: dict[str, Any]) -> None:
