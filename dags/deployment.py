@@ -125,8 +125,13 @@ def build_deployment_dag(cfg: ModelConfig, config_path: str) -> None:
                 raise AirflowFailException(f"steps must rise strictly and end at 100, got {steps}")
             from mlops.modelconfig import AnalysisConfig
 
+            overrides = params["analysis"] or {}
+            if not overrides and cand["trigger"] == "alert":
+                overrides = dict(cfg.retraining.analysis_overrides)
+                print(f"v{cand['version']} was retrained on alert {cand['alert']}: analysis overrides "
+                      f"{overrides} (retraining.analysis_overrides)")  # fmt: skip
             try:
-                analysis = AnalysisConfig(**{**dep.analysis.model_dump(), **(params["analysis"] or {})})
+                analysis = AnalysisConfig(**{**dep.analysis.model_dump(), **overrides})
             except ValueError as exc:
                 raise AirflowFailException(f"analysis overrides refused: {exc}") from exc
             return {
@@ -134,7 +139,7 @@ def build_deployment_dag(cfg: ModelConfig, config_path: str) -> None:
                 "strategy": params["strategy"],
                 "steps": steps,
                 "analysis": analysis.model_dump(),
-                "analysis_overrides": params["analysis"] or {},
+                "analysis_overrides": overrides,
             }
 
         @task

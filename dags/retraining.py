@@ -61,8 +61,6 @@ def build_retraining_dag(cfg: ModelConfig, config_path: str) -> None:
         @task
         def admit(ti=None) -> dict | None:
             """Decide every pending alert; returns the training run to start, or None."""
-            from datetime import UTC, datetime
-
             from mlflow import MlflowClient
             from mlops import alerting
             from mlops.registry import CHAMPION, alias_version
@@ -70,11 +68,14 @@ def build_retraining_dag(cfg: ModelConfig, config_path: str) -> None:
             from mlops_airflow.hooks import MlflowHook
 
             training = f"{cfg.name}_training"
+            ledger = alerting.ledger(get_settings().home)
+            for row in ledger.unlaunched(cfg.name):  # accepted before: did its run get created?
+                if ti.get_dr_count(dag_id=training, run_ids=[row["run_id"]]):
+                    ledger.mark_launched(row["key"])
             running = ti.get_dr_count(dag_id=training, states=["queued", "running"])
             champion = alias_version(
                 MlflowClient(MlflowHook().tracking_uri()), cfg.registered_model_name, CHAMPION
             )
-            ledger = alerting.ledger(get_settings().home)
             decision = ledger.decide(
                 cfg.name,
                 alert_names=list(r.alerts),
@@ -88,10 +89,9 @@ def build_retraining_dag(cfg: ModelConfig, config_path: str) -> None:
             if decision.accepted is None:
                 print(f"no retrain: {len(decision.suppressed)} alert(s) suppressed (see /mlops/alerts/)")
                 return None
-            alert = alerting.Alert(**{k: v for k, v in decision.accepted.items() if k != "key"})
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-            run_id = f"retrain__{alert.name}__{alert.fingerprint}__{stamp}"
-            ledger.attach_run(alert.key, run_id)
+            accepted = dict(decision.accepted)
+            run_id = accepted.pop("run_id")
+            alert = alerting.Alert(**{k: v for k, v in accepted.items() if k != "key"})
             print(f"retrain: {run_id} for {alert.name} {alert.labels}")
             return {
                 "run_id": run_id,
@@ -109,6 +109,7 @@ def build_retraining_dag(cfg: ModelConfig, config_path: str) -> None:
             trigger_run_id="{{ ti.xcom_pull(task_ids='admit')['run_id'] }}",
             conf="{{ ti.xcom_pull(task_ids='admit')['conf'] }}",
             wait_for_completion=False,
+            skip_when_already_exists=True,  # a retried admission hands out the same run id
         )
         wait >> admitted
         should_retrain(admitted) >> trigger_training

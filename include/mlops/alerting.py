@@ -184,14 +184,16 @@ class LocalMetricStore:
 
 
 def publish_drift(summary: dict[str, Any], pushgateway_url: str | None, store: LocalMetricStore) -> str:
-    """Publish a drift check's metrics: to the Pushgateway when one is configured, else the local store."""
+    """Publish a drift check's metrics: always to the local store (what the local alert source reads),
+    and to the Pushgateway when one is configured."""
     samples = drift_samples(summary)
     grouping = {"model": str(summary["model"])}
+    store.replace_group(DRIFT_JOB, grouping, samples)
+    done = f"stored {len(samples)} samples in {store.path}"
     if pushgateway_url:
         push_samples(samples, pushgateway_url, grouping)
-        return f"pushed {len(samples)} samples to {pushgateway_url}"
-    store.replace_group(DRIFT_JOB, grouping, samples)
-    return f"stored {len(samples)} samples in {store.path}"
+        done += f" and pushed them to {pushgateway_url}"
+    return done
 
 
 # --------------------------------------------------------------------------- alerts and sources
@@ -462,8 +464,14 @@ def alerts_from_webhook(payload: dict[str, Any]) -> list[Alert]:
 
 @dataclass(frozen=True)
 class Decision:
-    accepted: dict[str, Any] | None  # the alert that starts a retrain (Alert.as_dict()), if any
+    accepted: dict[str, Any] | None  # the alert that starts a retrain (Alert.as_dict() + run_id), if any
     suppressed: list[tuple[str, str]]  # (alert key, reason)
+
+
+def retrain_run_id(alert: dict[str, Any]) -> str:
+    """The training run an accepted alert starts: the same id on every retry, so it starts at most once."""
+    stamp = re.sub(r"[^0-9T]", "", alert["starts_at"])[:15]
+    return f"retrain__{alert['name']}__{alert['fingerprint']}__{stamp}"
 
 
 _SCHEMA = """
@@ -471,7 +479,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     key TEXT PRIMARY KEY, model TEXT NOT NULL, name TEXT NOT NULL, fingerprint TEXT NOT NULL,
     starts_at TEXT NOT NULL, source TEXT NOT NULL, alert TEXT NOT NULL,
     received_at REAL NOT NULL, seen INTEGER NOT NULL DEFAULT 1,
-    decision TEXT, reason TEXT, decided_at REAL, run_id TEXT
+    decision TEXT, reason TEXT, decided_at REAL, run_id TEXT, launched_at REAL
 );
 CREATE INDEX IF NOT EXISTS alerts_pending ON alerts (model, decision);
 """
@@ -482,13 +490,22 @@ class AlertLedger:
 
     ``decision`` is NULL while pending, then ``retrain`` or ``suppressed`` (with ``reason``).
     Safe for the sensor and the webhook receiver writing at the same time (one transaction each).
+    An accepted alert stays *unlaunched* until its training run is seen to exist
+    (:meth:`mark_launched`): a retried admission hands the same alert and run id out again instead
+    of losing it.
     """
+
+    stale_after_s = 24 * 3600.0  # a pending alert older than this starts nothing (e.g. after an outage)
+    relaunch_within_s = 3600.0  # an accepted alert whose run never appeared is given up after this
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
             db.executescript(_SCHEMA)
+            columns = {r["name"] for r in db.execute("PRAGMA table_info(alerts)")}
+            if "launched_at" not in columns:  # a ledger written before launches were tracked
+                db.execute("ALTER TABLE alerts ADD COLUMN launched_at REAL")
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -538,6 +555,46 @@ class AlertLedger:
             ).fetchone()
         return int(n)
 
+    def blocker(
+        self, model: str, *, cooldown_s: float, daily_budget: int, now: float | None = None
+    ) -> str | None:
+        """Why no retrain may start now (cooldown, daily budget), or None."""
+        with self._db() as db:
+            return self._blocker(db, model, cooldown_s, daily_budget, time.time() if now is None else now)
+
+    @staticmethod
+    def _blocker(
+        db: sqlite3.Connection, model: str, cooldown_s: float, daily_budget: int, now: float
+    ) -> str | None:
+        day_start = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        last, today = db.execute(
+            "SELECT MAX(decided_at), SUM(decided_at >= ?) FROM alerts WHERE model = ? AND decision = 'retrain'",
+            (day_start.timestamp(), model),
+        ).fetchone()
+        if last is not None and now - last < cooldown_s:
+            return (
+                f"cooldown: last retrain started {_iso(last)}, next allowed after {_iso(last + cooldown_s)}"
+            )
+        if (today or 0) >= daily_budget:
+            return f"daily budget used: {today} of {daily_budget} retrains started today (UTC)"
+        return None
+
+    def unlaunched(self, model: str) -> list[dict[str, Any]]:
+        """Accepted alerts whose training run has not been seen yet (key, run_id, decided_at)."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT key, run_id, decided_at FROM alerts WHERE model = ? AND decision = 'retrain' "
+                "AND launched_at IS NULL",
+                (model,),
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def mark_launched(self, key: str, now: float | None = None) -> None:
+        with self._db() as db:
+            db.execute(
+                "UPDATE alerts SET launched_at = ? WHERE key = ?", (time.time() if now is None else now, key)
+            )
+
     def decide(
         self,
         model: str,
@@ -551,65 +608,73 @@ class AlertLedger:
     ) -> Decision:
         """Decide every pending alert of ``model`` in one transaction: at most one starts a retrain.
 
-        In order: an alert not in ``alert_names`` or not about the ``champion`` version is suppressed;
-        then, if a training run is in flight (``in_flight``: its run ids), the last retrain started
-        less than ``cooldown_s`` ago, or ``daily_budget`` retrains already started this UTC day, all
-        are suppressed with that reason; otherwise the oldest starts a retrain and the others are
-        coalesced into it.
+        An accepted alert not launched yet (a retried admission) is handed out again first. Then, per
+        pending alert, newest first: an alert not in ``alert_names``, not about the ``champion``
+        version, or older than :attr:`stale_after_s` is suppressed; if a training run is in flight
+        (``in_flight``), the last retrain started less than ``cooldown_s`` ago, or ``daily_budget``
+        retrains already started this UTC day, all are suppressed with that reason; otherwise the
+        newest starts a retrain (with a fixed run id) and the others are coalesced into it.
         """
         now = time.time() if now is None else now
-        day_start = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         accepted: dict[str, Any] | None = None
         suppressed: list[tuple[str, str]] = []
+
+        def suppress(key: str, reason: str) -> None:
+            suppressed.append((key, reason))
+            db.execute(
+                "UPDATE alerts SET decision='suppressed', reason=?, decided_at=? WHERE key=?",
+                (reason, now, key),
+            )
+
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
+            for row in db.execute(
+                "SELECT key, alert, run_id, decided_at FROM alerts WHERE model = ? AND decision = 'retrain' "
+                "AND launched_at IS NULL ORDER BY decided_at DESC",
+                (model,),
+            ).fetchall():
+                if accepted is None and now - row["decided_at"] < self.relaunch_within_s:
+                    accepted = {**json.loads(row["alert"]), "run_id": row["run_id"]}
+                else:
+                    suppress(row["key"], f"its training run {row['run_id']} was never created")
+            if accepted is not None:
+                db.execute("COMMIT")
+                return Decision(accepted, suppressed)
             rows = db.execute(
-                "SELECT key, alert FROM alerts WHERE model = ? AND decision IS NULL ORDER BY received_at, key",
+                "SELECT key, alert, received_at FROM alerts WHERE model = ? AND decision IS NULL "
+                "ORDER BY received_at DESC, key",
                 (model,),
             ).fetchall()
-            last = db.execute(
-                "SELECT MAX(decided_at) FROM alerts WHERE model = ? AND decision = 'retrain'", (model,)
-            ).fetchone()[0]
-            (today,) = db.execute(
-                "SELECT COUNT(*) FROM alerts WHERE model = ? AND decision = 'retrain' AND decided_at >= ?",
-                (model, day_start.timestamp()),
-            ).fetchone()
-            blocker = None
-            if in_flight:
-                blocker = f"a training run is in flight ({', '.join(in_flight)})"
-            elif last is not None and now - last < cooldown_s:
-                blocker = f"cooldown: last retrain started {_iso(last)}, next allowed after {_iso(last + cooldown_s)}"
-            elif today >= daily_budget:
-                blocker = f"daily budget used: {today} of {daily_budget} retrains started today (UTC)"
+            blocker = (
+                f"a training run is in flight ({', '.join(in_flight)})"
+                if in_flight
+                else self._blocker(db, model, cooldown_s, daily_budget, now)
+            )
             for row in rows:
                 alert = json.loads(row["alert"])
                 version = alert["labels"].get("model_version")
                 if alert["name"] not in alert_names:
-                    reason = f"alert {alert['name']} does not start retraining (retraining.alerts)"
-                elif champion is not None and version not in (None, "", str(champion)):
-                    reason = f"about v{version}, not the serving @champion v{champion}"
-                elif blocker:
-                    reason = blocker
-                elif accepted is None:
-                    accepted = alert
-                    db.execute(
-                        "UPDATE alerts SET decision='retrain', reason=?, decided_at=? WHERE key=?",
-                        ("starts a retrain", now, row["key"]),
+                    suppress(
+                        row["key"], f"alert {alert['name']} does not start retraining (retraining.alerts)"
                     )
-                    continue
+                elif champion is not None and version not in (None, "", str(champion)):
+                    suppress(row["key"], f"about v{version}, not the serving @champion v{champion}")
+                elif now - row["received_at"] > self.stale_after_s:
+                    suppress(row["key"], f"stale: received {_iso(row['received_at'])}, over 24 h ago")
+                elif blocker:
+                    suppress(row["key"], blocker)
+                elif accepted is None:
+                    accepted = {**alert, "run_id": retrain_run_id(alert)}
+                    db.execute(
+                        "UPDATE alerts SET decision='retrain', reason=?, decided_at=?, run_id=? WHERE key=?",
+                        ("starts a retrain", now, accepted["run_id"], row["key"]),
+                    )
                 else:
-                    reason = f"coalesced into the retrain started for alert {accepted['fingerprint']}"
-                suppressed.append((row["key"], reason))
-                db.execute(
-                    "UPDATE alerts SET decision='suppressed', reason=?, decided_at=? WHERE key=?",
-                    (reason, now, row["key"]),
-                )
+                    suppress(
+                        row["key"], f"coalesced into the retrain started for alert {accepted['fingerprint']}"
+                    )
             db.execute("COMMIT")
         return Decision(accepted, suppressed)
-
-    def attach_run(self, key: str, run_id: str) -> None:
-        with self._db() as db:
-            db.execute("UPDATE alerts SET run_id = ? WHERE key = ?", (run_id, key))
 
     def entries(self, model: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
         """Newest first: what the UI shows."""

@@ -300,7 +300,9 @@ def run_demo(settings: Settings, model: str = "churn", timeout: int = 900) -> in
     if loop is not None:
         ok, problem, timeline = loop
         print("\nAct 4: the closed loop (drift injected -> new champion serving)")
-        if timeline is not None:
+        if timeline is None:
+            print(f"  {problem}")
+        else:
             data = json.loads(timeline.read_text())
             for leg in data["legs"]:
                 print(f"  {leg['leg']:<40} {leg['seconds']:>7.1f}s")

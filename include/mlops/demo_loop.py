@@ -28,7 +28,9 @@ from typing import Any
 from mlops.airflow_api import AirflowAPI
 from mlops.settings import Settings
 
-DRIFT = 3.0  # strong enough that the retrained model measurably beats the champion on the new data
+# Strong enough that the retrained model measurably beats the champion on the new data, and not so
+# strong that the batch breaks the model's validation rules (at 3.0 the churn rate leaves its bounds).
+DRIFT = 2.0
 DRIFT_ROWS = 20_000
 MIN_LOGGED = 600  # requests of drifted traffic before the check (the detector needs >= 200)
 
@@ -100,6 +102,18 @@ def run_loop(
     endpoint = f"http://{settings.host}:{settings.serving_port}"
     if champion is None or _served_version(endpoint) is None:
         return False, "no @champion is served, so there is nothing to monitor", None
+    from mlops import alerting
+    from mlops.modelconfig import get_model_config
+
+    policy = get_model_config(model, settings.models_dir).retraining
+    ledger = alerting.ledger(settings.home)
+    why = ledger.blocker(model, cooldown_s=policy.cooldown_minutes * 60, daily_budget=policy.daily_budget)
+    if why:  # a demo run again soon after the last one: storm protection would (rightly) refuse
+        return (
+            True,
+            f"skipped: no alert-driven retrain may start now ({why}; retraining section of the config)",
+            None,
+        )
     for dag_id in (f"{model}_monitoring", f"{model}_retraining"):
         api.wait_for_dag(dag_id, timeout=180)
         api.set_paused(dag_id, False)  # retraining is continuous: its first run starts waiting now
@@ -137,7 +151,12 @@ def run_loop(
 
         retrain = _wait_new_run(api, f"{model}_training", known_training, timeout=300, prefix="retrain__")
         if retrain is None:
-            tl.outcome = "no retraining run within 300s of the drift alert"
+            latest = ledger.entries(model, 1)
+            tl.outcome = "no retraining run within 300s of the drift alert" + (
+                f"; latest alert {latest[0]['name']}: {latest[0]['decision'] or 'pending'} {latest[0]['reason'] or ''}"
+                if latest
+                else "; no alert reached the ledger"
+            )
             return False, tl.outcome, tl.write(settings.home / "demo", model)
         alert = (retrain.get("conf") or {}).get("alert") or {}
         fired = _ts(alert.get("starts_at")) or detected
@@ -160,8 +179,11 @@ def run_loop(
         trained_at = time.time()
         tl.leg("retrain + gate", queued, trained_at, decision=verdict.get("decision", final["state"]))
         if tasks.get("release") != "success":
+            failed = [t for t, st in tasks.items() if st in ("failed", "upstream_failed")][:1]
             tl.outcome = (
-                f"retrained, not released: gate {verdict.get('decision', '?')} — {verdict.get('summary', '')}"
+                f"retrained, not released: gate {verdict['decision']} — {verdict.get('summary', '')}"
+                if verdict
+                else f"the retraining run {final['state']} at {failed or tasks}"
             )
             return False, tl.outcome, tl.write(settings.home / "demo", model)
 

@@ -234,6 +234,19 @@ class RetrainingConfig(_Strict):
     train_without_new_data: bool = Field(
         default=False, description="retrain on the current window even when no new batch landed"
     )
+    analysis_overrides: dict[str, float] = Field(
+        default_factory=lambda: {"max_score_shift": 0.6},
+        description="deployment.analysis keys changed for the rollout of an alert-driven retrain: a model "
+        "retrained because its inputs drifted is expected to score the new population differently",
+    )
+
+    @field_validator("analysis_overrides")
+    @classmethod
+    def _known_analysis_keys(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(AnalysisConfig.model_fields))
+        if unknown:
+            raise ValueError(f"unknown deployment.analysis keys: {unknown}")
+        return v
 
 
 class ModelConfig(_Strict):

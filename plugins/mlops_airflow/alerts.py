@@ -63,8 +63,10 @@ class AlertWaitTrigger(BaseTrigger):
         from mlops import alerting
         from mlops.settings import get_settings
 
-        ledger = alerting.ledger(get_settings().home)
-        source = _source(self.source)
+        ledger = await asyncio.to_thread(
+            alerting.ledger, get_settings().home
+        )  # no file I/O on the event loop
+        source = await asyncio.to_thread(_source, self.source)
         deadline = time.monotonic() + self.max_wait_s
         next_poll, backoff, failing_since = 0.0, 0.0, None
         self.log.info("waiting for alerts on %s from the %s source", self.model, self.source["kind"])

@@ -18,6 +18,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from mlops import alerting
 from mlops.settings import get_settings
+from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/alerts")
 
@@ -25,7 +26,11 @@ router = APIRouter(prefix="/alerts")
 def _authorized(request: Request) -> bool:
     expected = get_settings().alert_webhook_token.get_secret_value()
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), expected)
+    return (
+        bool(expected)
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(token.strip().encode(), expected.encode())
+    )
 
 
 @router.post("/webhook")
@@ -37,7 +42,8 @@ async def webhook(request: Request) -> dict:
         alerts = alerting.alerts_from_webhook(payload)
     except ValueError as exc:  # JSONDecodeError is a ValueError
         raise HTTPException(422, f"not an Alertmanager webhook payload: {exc}") from exc
-    new = alerting.ledger(get_settings().home).record(alerts)
+    home = get_settings().home
+    new = await run_in_threadpool(lambda: alerting.ledger(home).record(alerts))  # SQLite off the event loop
     return {"received": len(alerts), "new": new}
 
 

@@ -103,6 +103,12 @@ def test_demo_runs_the_main_job_through_airflow(stack_env):
     assert loop["outcome"].startswith("v3 replaced v") and "alert -> retraining run queued" in legs
     assert legs["alert -> retraining run queued"] <= 30, legs
     assert "Act 4: the closed loop" in out and "timeline: " in out
+    # the alert ledger, as the UI's Browse -> Alert ledger shows it: the retrain and its run
+    base = f"http://127.0.0.1:{stack_env['MLOPS_AIRFLOW_PORT']}"
+    ledger = httpx.get(f"{base}/mlops/alerts/ledger.json", params={"model": "churn"}, trust_env=False).json()
+    retrains = [e for e in ledger if e["decision"] == "retrain"]
+    assert len(retrains) == 1 and retrains[0]["run_id"] == mv.tags["airflow.run_id"], ledger
+    assert httpx.get(f"{base}/mlops/alerts/", trust_env=False).status_code == 200
     quarantine = Path(stack_env["MLOPS_DATA_ROOT"]) / "quarantine" / "churn"
     assert len(list(quarantine.glob("*-corrupt.csv"))) == 1
     assert len(list(quarantine.glob("*.validation.json"))) == 1

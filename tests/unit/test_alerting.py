@@ -133,6 +133,8 @@ def test_storm_of_50_alerts_starts_exactly_one_retrain_and_a_second_wave_none(tm
     assert ledger.pending("churn") == 50
     first = ledger.decide("churn", in_flight=[], now=now + 1, **POLICY)
     assert first.accepted is not None and len(first.suppressed) == 49
+    assert first.accepted["run_id"] == alerting.retrain_run_id(first.accepted)
+    ledger.mark_launched(first.accepted["key"])
     assert all("coalesced into the retrain" in reason for _, reason in first.suppressed)
     assert ledger.pending("churn") == 0
     # the same 50 alerts re-sent (Alertmanager repeats): duplicates, nothing pending
@@ -161,15 +163,51 @@ def test_in_flight_budget_champion_and_alert_name(tmp_path):
         ledger.record(_alerts(1, t=f"b{i}"), now=day + i)
         d = ledger.decide("churn", in_flight=[], now=day + i, **policy)
         assert (d.accepted is not None) == (i < 2)
+        if d.accepted:
+            ledger.mark_launched(d.accepted["key"])
     assert "daily budget used: 2 of 2" in d.suppressed[0][1]
+    assert ledger.blocker("churn", cooldown_s=0, daily_budget=2, now=day + 10).startswith("daily budget")
+    assert ledger.blocker("churn", cooldown_s=0, daily_budget=2, now=day + 86400) is None
     ledger.record(_alerts(1, t="next-day"), now=day + 86400)
-    assert ledger.decide("churn", in_flight=[], now=day + 86400, **policy).accepted is not None
+    d = ledger.decide("churn", in_flight=[], now=day + 86400, **policy)
+    assert d.accepted is not None
+    ledger.mark_launched(d.accepted["key"])
     ledger.record(_alerts(1, version="2", t="old"), now=day + 86401)
     ledger.record(_alerts(1, name="ModelHighLatency", t="lat"), now=day + 86401)
     d = ledger.decide("churn", in_flight=[], now=day + 86402, **{**policy, "daily_budget": 10})
     assert d.accepted is None
     reasons = sorted(r for _, r in d.suppressed)
     assert "not the serving @champion v3" in reasons[0] and "does not start retraining" in reasons[1]
+
+
+def test_a_retried_admission_gets_the_same_alert_and_run_id_never_loses_it(tmp_path):
+    ledger = AlertLedger(tmp_path / "ledger.db")
+    now = 1_800_000_000.0
+    ledger.record(_alerts(3), now=now)
+    first = ledger.decide("churn", in_flight=[], now=now, **POLICY)
+    # the admitting task died before its training run was created: the retry hands the same alert out
+    again = ledger.decide("churn", in_flight=["1 run(s) of churn_training"], now=now + 60, **POLICY)
+    assert (
+        again.accepted["key"] == first.accepted["key"]
+        and again.accepted["run_id"] == first.accepted["run_id"]
+    )
+    assert [u["run_id"] for u in ledger.unlaunched("churn")] == [first.accepted["run_id"]]
+    ledger.mark_launched(first.accepted["key"], now=now + 61)
+    assert ledger.unlaunched("churn") == []
+    assert ledger.decide("churn", in_flight=[], now=now + 62, **POLICY).accepted is None
+    # an accepted alert whose run never appeared within the hour is given up, with the reason
+    ledger.record(_alerts(1, t="later"), now=now + 7200)
+    lost = ledger.decide("churn", in_flight=[], now=now + 7200, **POLICY)
+    assert lost.accepted is not None
+    d = ledger.decide("churn", in_flight=[], now=now + 7200 + 3601, **POLICY)
+    assert d.accepted is None and "was never created" in d.suppressed[0][1]
+
+
+def test_stale_alerts_start_nothing(tmp_path):
+    ledger = AlertLedger(tmp_path / "ledger.db")
+    ledger.record(_alerts(1, t="old"), now=1_800_000_000.0)
+    d = ledger.decide("churn", in_flight=[], now=1_800_000_000.0 + 25 * 3600, **POLICY)
+    assert d.accepted is None and d.suppressed[0][1].startswith("stale")
 
 
 def test_ledger_is_shared_between_writers(tmp_path):

@@ -95,6 +95,8 @@ def resolve_candidate(
         "run_id": mv.run_id,
         "gate": gate,
         "forced": bool(force and gate != "passed"),
+        "trigger": mv.tags.get("mlops.trigger", ""),  # "alert": retrained by the retraining DAG
+        "alert": mv.tags.get("mlops.alert.name", ""),
     }
 
 
