@@ -252,23 +252,28 @@ def _alert_from_api(a: dict[str, Any], source: str) -> Alert:
     )
 
 
-class AlertmanagerSource:
-    """Active, neither silenced nor inhibited alerts from Alertmanager's API v2."""
-
-    kind = "alertmanager"
+class _HttpSource:
+    kind = label = ""
 
     def __init__(self, url: str, timeout: float = 5.0):
         self.url, self.timeout = url.rstrip("/"), timeout
 
-    def firing(self) -> list[Alert]:
+    def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
         try:
-            r = httpx.get(f"{self.url}/api/v2/alerts",
-                          params={"active": "true", "silenced": "false", "inhibited": "false"},
-                          timeout=self.timeout, trust_env=False)  # fmt: skip
+            r = httpx.get(f"{self.url}{path}", params=params, timeout=self.timeout, trust_env=False)
             r.raise_for_status()
-            data = r.json()
+            return r.json()
         except (httpx.HTTPError, ValueError) as exc:
-            raise AlertSourceError(f"Alertmanager at {self.url}: {type(exc).__name__}: {exc}") from exc
+            raise AlertSourceError(f"{self.label} at {self.url}: {type(exc).__name__}: {exc}") from exc
+
+
+class AlertmanagerSource(_HttpSource):
+    """Active, neither silenced nor inhibited alerts from Alertmanager's API v2."""
+
+    kind, label = "alertmanager", "Alertmanager"
+
+    def firing(self) -> list[Alert]:
+        data = self._get("/api/v2/alerts", {"active": "true", "silenced": "false", "inhibited": "false"})
         return [
             _alert_from_api(a, self.kind)
             for a in data
@@ -276,21 +281,17 @@ class AlertmanagerSource:
         ]
 
 
-class PrometheusSource:
+class PrometheusSource(_HttpSource):
     """Firing (not pending) alerts from Prometheus' ``/api/v1/alerts``."""
 
-    kind = "prometheus"
-
-    def __init__(self, url: str, timeout: float = 5.0):
-        self.url, self.timeout = url.rstrip("/"), timeout
+    kind, label = "prometheus", "Prometheus"
 
     def firing(self) -> list[Alert]:
+        data = self._get("/api/v1/alerts")
         try:
-            r = httpx.get(f"{self.url}/api/v1/alerts", timeout=self.timeout, trust_env=False)
-            r.raise_for_status()
-            alerts = r.json()["data"]["alerts"]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-            raise AlertSourceError(f"Prometheus at {self.url}: {type(exc).__name__}: {exc}") from exc
+            alerts = data["data"]["alerts"]
+        except (KeyError, TypeError) as exc:
+            raise AlertSourceError(f"Prometheus at {self.url}: unexpected answer {str(data)[:200]}") from exc
         return [_alert_from_api(a, self.kind) for a in alerts if a.get("state") == "firing"]
 
 
