@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from mlops import stack
+from mlops import procs, stack
 from mlops.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,9 +19,7 @@ VENV_BIN = str(Path(sys.executable).parent)
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return procs.free_port()
 
 
 def wait_http(url: str, timeout: float = 90.0) -> None:

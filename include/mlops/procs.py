@@ -115,7 +115,38 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A port nothing listens on, for a server about to start.
+
+    Taken below the kernel's ephemeral range: a port the OS hands out for ``bind(0)`` can be taken
+    by any outgoing connection's local end before the server binds it (seen: an api-server losing
+    its port to a health-check client). Never the same port twice in one process.
+    """
+    import random
+
+    low = min(_ephemeral_range()[0], 32768)
+    for _ in range(200):
+        port = random.randint(max(1024, low - 12000), low - 1)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # fall back to the OS's choice
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
