@@ -4,11 +4,11 @@
 #             `mlops serve` on port 8000 (MLflow-compatible /invocations, /health, /ready, /metrics)
 #   training  the image the docker and kubernetes training backends run (`python -m mlops.training`)
 #
-# The context is the repository layout plus folders that `mlops.images.prepare_context` fills:
+# The context is the repository layout plus folders that `mlops.packaging.context.prepare_context` fills:
 #   model/                          the MLflow model of the version (serving only; from MLflow)
 #   infra/images/wheels/serving/    the wheels of requirements-serving.txt    } optional, see
 #   infra/images/wheels/training/   the rest of requirements-training.txt     } PIP_OFFLINE
-# `make image MODEL=churn VERSION=3` (mlops.images.build_and_push) does all of it. By hand, with
+# `make image MODEL=churn VERSION=3` (mlops.packaging.engine.build_and_push) does all of it. By hand, with
 # PyPI reachable from the build and no wheelhouse:
 #   docker build --target training --build-arg PIP_OFFLINE=0 -t mlops-train .
 #
@@ -39,7 +39,7 @@ RUN groupadd --system --gid 10001 mlops \
 # setuptools or the test suites of numpy/scipy/pandas/scikit-learn, ~110 MB never imported at run time).
 # The training lock is the serving lock plus pyarrow and DVC (same pins: both are constrained by the
 # platform lock), so the training venv starts from the serving dependency layer: built once, shared.
-# PIP_OFFLINE=1: only the wheelhouse of the context (what mlops.images does: hermetic, the RUN steps
+# PIP_OFFLINE=1: only the wheelhouse of the context (what mlops.packaging does: hermetic, the RUN steps
 # get no network); 0: PyPI too (hashes still enforced), for a plain `docker build` with no wheelhouse.
 FROM base AS deps-serving
 ARG PIP_OFFLINE=0

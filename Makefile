@@ -9,6 +9,8 @@ VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 UV     := $(BIN)/uv
 export PATH := $(BIN):$(PATH)
+# Relative settings paths, .env, dags/ and plugins/ are taken from here (mlops.config.defaults.project_dir).
+export MLOPS_PROJECT_DIR ?= $(CURDIR)
 
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
@@ -56,10 +58,11 @@ status: ## show each part of the local stack and its health
 demo: up ## set up, start the stack, run the main job through Airflow and print a summary
 	$(BIN)/mlops demo
 
-lint: install-dev ## ruff lint + format check
+lint: install-dev ## ruff lint + format check, mypy on include/ and plugins/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check --select AIR3 --preview dags plugins
+	$(BIN)/mypy include plugins
 
 format: install-dev ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
@@ -82,4 +85,4 @@ monitoring: ## install Prometheus, Alertmanager, Pushgateway from Debian (root; 
 
 .PHONY: image
 image: install ## training image; MODEL=churn [VERSION=3]: serving image of @champion (or VERSION), pushed + recorded
-	$(BIN)/python -m mlops.images $(if $(MODEL),serving --model $(MODEL) --version $(or $(VERSION),@champion),training)
+	$(BIN)/python -m mlops.packaging $(if $(MODEL),serving --model $(MODEL) --version $(or $(VERSION),@champion),training)

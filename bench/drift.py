@@ -1,4 +1,4 @@
-"""Drift detection: ``mlops.drift`` vs Evidently's DataDriftPreset, side by side in one run.
+"""Drift detection: ``mlops.drift.detect`` vs Evidently's DataDriftPreset, side by side in one run.
 
     python bench/run.py drift                       # both sizes, writes docs/bench/drift.json
     python bench/drift.py --sizes 100000            # the same, standalone
@@ -96,11 +96,15 @@ def child_ours(ref_path: str, cur_path: str, out: str) -> None:
     import gc
 
     import scipy.special  # noqa: F401  (imported by detect; billed to the import phase, as Evidently's are)
-    from mlops.drift import ReferenceProfile, detect, read_frame
-    from mlops.drift_report import write_report
+    from mlops.data.io import read_batch
+    from mlops.drift.detect import detect
+    from mlops.drift.profile import ReferenceProfile
+    from mlops.drift.report import write_report
 
     t_import = time.perf_counter()
-    ref = read_frame(ref_path, NUMERIC + CATEGORICAL)  # what `mlops drift` does: Arrow-backed columns
+    ref = read_batch(
+        ref_path, NUMERIC + CATEGORICAL, arrow=True
+    )  # what `mlops drift` does: Arrow-backed columns
     t_read_ref = time.perf_counter()
     profile = ReferenceProfile.from_frame(ref, NUMERIC, CATEGORICAL)
     t_profile = time.perf_counter()
@@ -108,7 +112,7 @@ def child_ours(ref_path: str, cur_path: str, out: str) -> None:
     gc.collect()
     profile = ReferenceProfile.from_json(profile.to_json())  # as stored with the model version
     t_json = time.perf_counter()
-    cur = read_frame(cur_path, NUMERIC + CATEGORICAL)
+    cur = read_batch(cur_path, NUMERIC + CATEGORICAL, arrow=True)
     t_read_cur = time.perf_counter()
     result = detect(profile, cur)
     t_detect = time.perf_counter()
@@ -226,7 +230,7 @@ def bench_drift(save, sizes: tuple[int, ...] = (100_000, 1_000_000)) -> None:
             print(f"{n:,} ours: {ours['wall']:.1f} s, {ours['peak_rss_mb']:.0f} MB", flush=True)
             ev = run_child(str(ev_python), "_evidently", ref_p, cur_p, Path(tmp) / f"ev-{n}.json", env)
             print(f"{n:,} evidently: {ev['wall']:.1f} s, {ev['peak_rss_mb']:.0f} MB", flush=True)
-            for tool, rec in (("mlops.drift", ours), ("Evidently 0.7.23 DataDriftPreset", ev)):
+            for tool, rec in (("mlops.drift.detect", ours), ("Evidently 0.7.23 DataDriftPreset", ev)):
                 exact = sorted(rec["flagged"]) == sorted(SHIFTED)
                 row = {
                     "rows (ref = cur)": f"{n:,}",

@@ -1,7 +1,8 @@
 """Benchmarks of the platform. Results go to docs/bench/<name>.json and docs/BENCHMARKS.md.
 
     python bench/run.py                 # every benchmark
-    python bench/run.py dag-import      # one of: dag-import, install, demo
+    python bench/run.py dag-import      # one of: dag-import, install, demo, pipeline, drift, serving, loop
+    python bench/run.py soak            # hours: only when named
 
 Each result records the command, the machine and the date, so a figure is never without its source.
 """
@@ -37,13 +38,13 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}"
 
 
-def save(name: str, command: str, rows: list[dict], notes: str = "") -> None:
+def save(name: str, command: str, rows: list[dict], notes: str = "", date: str | None = None) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     rec = {
         "name": name,
         "command": command,
         "machine": machine(),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": date or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "rows": rows,
         "notes": notes,
     }
@@ -196,14 +197,121 @@ def bench_demo() -> None:
     save("demo", "python bench/run.py demo  (git clone + `make demo` on spare ports, then `make down`)", rows)
 
 
+def _fresh_clone_env(clone: Path) -> dict[str, str]:
+    from tests.helpers import free_port  # noqa: PLC0415 - only the clone benchmarks need it
+
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "AIRFLOW", "VIRTUAL_ENV"))}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(REPO)))
+    for key in ("MLOPS_AIRFLOW_PORT", "MLOPS_MLFLOW_PORT", "MLOPS_SERVING_PORT"):
+        env[key] = str(free_port())
+    for key in ("MLOPS_PROMETHEUS_URL", "MLOPS_ALERTMANAGER_URL", "MLOPS_PUSHGATEWAY_URL"):
+        env[key] = f"http://127.0.0.1:{free_port()}"
+    return env
+
+
+def bench_loop(cycles: int = 3) -> None:
+    """`make demo`, then `mlops demo --loop-only --loop-cycles N`: per-cycle loop time on one stack."""
+    with tempfile.TemporaryDirectory() as tmp:
+        clone = Path(tmp) / "clone"
+        env = _fresh_clone_env(clone)
+        try:
+            res = subprocess.run(["make", "demo"], cwd=clone, env=env, capture_output=True, text=True)
+            if res.returncode != 0:
+                raise SystemExit(f"make demo failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+            cmd = [
+                str(clone / ".venv" / "bin" / "mlops"),
+                "demo",
+                "--loop-only",
+                "--loop-cycles",
+                str(cycles),
+            ]
+            res = subprocess.run(cmd, cwd=clone, env=env, capture_output=True, text=True)
+            summaries = sorted((clone / ".mlops" / "demo").glob("loops-*.json"))
+            data = json.loads(summaries[-1].read_text()) if summaries else None
+        finally:
+            subprocess.run(["make", "down"], cwd=clone, env=env, capture_output=True)
+    if res.returncode != 0 or data is None:
+        raise SystemExit(f"the loop cycles failed:\n{res.stdout[-4000:]}\n{res.stderr[-2000:]}")
+    rows = []
+    for c in data["cycles"]:
+        legs = {leg["leg"]: leg["seconds"] for leg in c["legs"]}
+        rows.append({"cycle": c["cycle"], "drift level": c["drift"], "seconds": c["total_seconds"],
+                     "alert -> retraining queued (s)": legs.get("alert -> retraining run queued", ""),
+                     "result": c["outcome"]})  # fmt: skip
+    cs, aq = data["cycle_seconds"], data["alert_to_queued_seconds"]
+    rows.append({"cycle": "median / max", "seconds": f"{cs['median']} / {cs['max']}",
+                 "alert -> retraining queued (s)": f"{aq['median']} / {aq['max']} (target <= 10)",
+                 "result": f"{data['cycles_closed']} of {data['cycles_requested']} new alert-triggered champions"})  # fmt: skip
+    save(
+        "loop",
+        f"python bench/run.py loop  (fresh clone, make demo, then mlops demo --loop-only --loop-cycles {cycles})",
+        rows,
+    )
+
+
+def bench_soak(hours: float = 2.0, period_minutes: float = 20.0) -> None:
+    """`make demo`, then bench/soak.py drive for ``hours`` (see its docstring); docs/RELIABILITY.md quotes it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        clone = Path(tmp) / "clone"
+        env = _fresh_clone_env(clone)
+        out = OUT / "detail" / "soak.json"
+        try:
+            res = subprocess.run(["make", "demo"], cwd=clone, env=env, capture_output=True, text=True)
+            if res.returncode != 0:
+                raise SystemExit(f"make demo failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+            cmd = [str(clone / ".venv" / "bin" / "python"), str(clone / "bench" / "soak.py"), "drive",
+                   "--hours", str(hours), "--period-minutes", str(period_minutes), "--out", str(out)]  # fmt: skip
+            subprocess.run(cmd, cwd=clone, env=env, check=True)
+        finally:
+            subprocess.run(["make", "down"], cwd=clone, env=env, capture_output=True)
+    save_soak(json.loads(out.read_text()), hours)
+
+
+def save_soak(data: dict, hours: float) -> None:
+    """The summary rows of a soak from its detail file (docs/bench/detail/soak.json)."""
+    lines = data["scheduler_log_lines_per_minute"]
+    closed = [lp for lp in data["loops"] if lp["ok"]]
+    queued = [leg["seconds"] for lp in data["loops"] for c in lp["cycles"] for leg in c["legs"]
+              if leg["leg"] == "alert -> retraining run queued"]  # fmt: skip
+    totals = [c["total_seconds"] for lp in closed for c in lp["cycles"]]
+    rows = [
+        {"what": "duration (h)", "value": data["hours"]},
+        {"what": "loops closed (drift injected every period)", "value":
+            f"{data['loops_closed']} of {data['loops_attempted']} (period {data['period_minutes']:g} min)"},
+        {"what": "loops not closed, and why", "value":
+            "; ".join(f"loop {lp['loop']}: {lp['problem']}" for lp in data["loops"] if not lp["ok"]) or "-"},
+        {"what": "drift injected -> new champion serving, closed loops (s, median / max)", "value":
+            f"{statistics.median(totals):.0f} / {max(totals):.0f}" if totals else "-"},
+        {"what": "alert -> retraining run queued (s, median / max; target <= 10)", "value":
+            f"{statistics.median(queued):.1f} / {max(queued):.1f}" if queued else "-"},
+        {"what": "alerts received / retrains started", "value":
+            f"{data['alerts']['received']} / {data['alerts']['retrains_started']}"},
+        {"what": "alerts suppressed by storm protection, by reason", "value": data["alerts"]["suppressed_by_reason"]},
+        {"what": "scheduler log lines per minute, every minute (median / max)", "value":
+            f"{lines['median']} / {lines['max']} ({lines.get('minutes_with_lines', '?')} of {lines['minutes']} "
+            f"minutes with any line; their median {lines.get('median_of_minutes_with_lines', '?')})"},
+        {"what": "'run already exists' lines", "value": lines["run_already_exists_lines"]},
+        {"what": "background client requests ok / failed", "value":
+            f"{data['background_traffic']['ok']} / {data['background_traffic']['failed']}"},
+        {"what": "largest RSS growth of a long-running process (target <= 20 %)", "value":
+            f"{data['memory_max_growth']:.1%}" if data["memory_max_growth"] is not None else "n/a"},
+        *({"what": f"RSS {p['role']} (MB, start -> end)", "value": f"{p['rss_mb']} -> {p['rss_mb_end']}"}
+          for p in data["memory"].values()),
+    ]  # fmt: skip
+    save("soak", f"python bench/run.py soak  (fresh clone, make demo, bench/soak.py drive --hours {hours:g})", rows,
+         notes=data.get("note") or "details per loop and per minute: docs/bench/detail/soak.json",
+         date=data.get("date"))  # fmt: skip
+
+
 # --------------------------------------------------------------------------- pipeline at scale
 
 
 def bench_pipeline(sizes: tuple[int, ...] = (100_000, 1_000_000)) -> None:
     """The training DAG on the real local stack (scheduler + LocalExecutor), one batch per size."""
-    from mlops.airflow_api import AirflowAPI
-    from mlops.datagen import generate_churn, write_frame
-    from mlops.settings import Settings
+    from mlops.config.settings import Settings
+    from mlops.demo.airflow_api import AirflowAPI
+    from mlops.demo.datagen import generate_churn, write_frame
 
     from tests.helpers import free_port
 
@@ -217,11 +325,11 @@ def bench_pipeline(sizes: tuple[int, ...] = (100_000, 1_000_000)) -> None:
             "MLOPS_SERVING_PORT": str(free_port()),
         }
         os.environ.update(env)
-        s = Settings()
         mlops_bin = str(BIN / "mlops")
         subprocess.run(
             [mlops_bin, "stack", "up"], check=True, env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
         )
+        s = Settings()  # after `stack up`: with the secrets it generated
         try:
             api = AirflowAPI(s.airflow_url, s.admin_user, s.admin_password.get_secret_value())
             api.wait_for_dag("churn_training", timeout=180)
@@ -275,7 +383,7 @@ def bench_pipeline(sizes: tuple[int, ...] = (100_000, 1_000_000)) -> None:
 
 
 def bench_drift() -> None:
-    """mlops.drift vs Evidently's DataDriftPreset at 100k and 1M rows (bench/drift.py, own venv)."""
+    """mlops.drift.detect vs Evidently's DataDriftPreset at 100k and 1M rows (bench/drift.py, own venv)."""
     import runpy
 
     runpy.run_path(str(REPO / "bench" / "drift.py"))["bench_drift"](save)
@@ -322,7 +430,11 @@ BENCHES = {
     "pipeline": bench_pipeline,
     "drift": bench_drift,
     "serving": bench_serving,
+    "loop": bench_loop,
+    "soak": bench_soak,
 }
+#: Run only when named: hours of wall time.
+LONG = {"soak"}
 
 
 def main() -> None:
@@ -333,7 +445,7 @@ def main() -> None:
     if unknown:
         p.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHES)}")
     sys.path.insert(0, str(REPO))
-    for name in args.names or BENCHES:
+    for name in args.names or [n for n in BENCHES if n not in LONG]:
         print(f"== {name}", flush=True)
         BENCHES[name]()
     write_report()

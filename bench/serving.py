@@ -95,10 +95,10 @@ def register_model(tmp: Path, seed: int = 5):
     import mlflow
     import mlflow.sklearn
     from mlflow.models import infer_signature
-    from mlops.datagen import generate_churn
-    from mlops.modelconfig import get_model_config
-    from mlops.settings import get_settings
-    from mlops.training import build_pipeline
+    from mlops.config.model import get_model_config
+    from mlops.config.settings import get_settings
+    from mlops.demo.datagen import generate_churn
+    from mlops.training.train import build_pipeline
 
     cfg = get_model_config(MODEL, get_settings().models_dir)
     df = generate_churn(1500, seed=seed)
@@ -124,7 +124,7 @@ def register_model(tmp: Path, seed: int = 5):
 def payloads(cfg, pipe, seed: int = 21):
     """``dataframe_split`` bodies of 1 and BATCH_ROWS rows with the pipeline's own predictions, and
     the 1-row frame (to time the model alone)."""
-    from mlops.datagen import generate_churn
+    from mlops.demo.datagen import generate_churn
 
     rows = generate_churn(BATCH_ROWS, seed=seed)[cfg.features.all]
     out = {}

@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
-from mlops import defaults
-from mlops.modelconfig import ModelConfig, discover_model_configs, load_model_config
-from mlops_airflow.assets import candidate_model_asset
+from mlops.config import defaults
+from mlops.config.model import ModelConfig, discover_model_configs, load_model_config
+from mlops_airflow.assets import candidate_model_asset, champion_model_asset
 from mlops_airflow.rollout import RolloutOperator
 
 DOC = """
@@ -37,6 +37,8 @@ One action back: trigger **{name}_rollback**. Config: `{config}`.
 
 
 def build_deployment_dag(cfg: ModelConfig, config_path: str) -> None:
+    # Long by design: the DAG's tasks are defined inline, in graph order, so the file reads as the DAG
+    # (each task body is a few lines of wiring into include/; the logic and its tests live there).
     dep = cfg.deployment
     candidate_asset = candidate_model_asset(cfg.name)
     kind = defaults.deploy_target(dep.target)
@@ -70,8 +72,8 @@ def build_deployment_dag(cfg: ModelConfig, config_path: str) -> None:
         },
         params={
             "version": Param(
-                "",
-                type="string",
+                None,
+                type=["null", "string"],
                 title="Model version",
                 description="Empty: the version the training run handed over, else @challenger.",
             ),
@@ -89,6 +91,14 @@ def build_deployment_dag(cfg: ModelConfig, config_path: str) -> None:
                 title="Analysis overrides",
                 description="Keys of the config's deployment.analysis to change for this run "
                 "(window_s, min_requests, max_wait_s, max_error_rate, max_p95_ratio, max_score_shift...); recorded.",
+            ),
+            "allow_replay_only": Param(
+                False,
+                type="boolean",
+                title="Allow promotion on replayed traffic alone",
+                description="Off: an analysis window that no live request reached (only replayed logged "
+                "requests) never passes; it waits for live traffic, then rolls back. On: replayed traffic "
+                "may decide (added to this run's analysis overrides; recorded).",
             ),
             "force": Param(
                 False,
@@ -120,38 +130,28 @@ def build_deployment_dag(cfg: ModelConfig, config_path: str) -> None:
             if cand is None:
                 raise AirflowSkipException(f"{cfg.name}: no candidate that is not already @champion")
             publish_link(ti, MlflowModelVersionLink, mlflow_version_url(uri, cfg.name, cand["version"]))
-            steps = [int(w) for w in params["steps"]]
-            if sorted(set(steps)) != steps or steps[-1] != 100 or steps[0] < 1:
-                raise AirflowFailException(f"steps must rise strictly and end at 100, got {steps}")
-            from mlops.modelconfig import AnalysisConfig
-
-            overrides = params["analysis"] or {}
-            if not overrides and cand["trigger"] == "alert":
-                overrides = dict(cfg.retraining.analysis_overrides)
-                print(f"v{cand['version']} was retrained on alert {cand['alert']}: analysis overrides "
-                      f"{overrides} (retraining.analysis_overrides)")  # fmt: skip
             try:
-                analysis = AnalysisConfig(**{**dep.analysis.model_dump(), **overrides})
+                return service.deployment_plan(
+                    cfg,
+                    cand,
+                    strategy=params["strategy"],
+                    steps=params["steps"],
+                    analysis_overrides=params["analysis"],
+                    allow_replay_only=bool(params.get("allow_replay_only")),
+                )
             except ValueError as exc:
-                raise AirflowFailException(f"analysis overrides refused: {exc}") from exc
-            return {
-                **cand,
-                "strategy": params["strategy"],
-                "steps": steps,
-                "analysis": analysis.model_dump(),
-                "analysis_overrides": overrides,
-            }
+                raise AirflowFailException(str(exc)) from exc
 
         @task
         def build_image(cand: dict) -> str:
             """The serving image of this version, pushed; deployments use its digest, never a tag."""
-            from mlflow import MlflowClient
-            from mlops.images import build_and_push, record_image
+            from mlops.packaging import build_and_push, record_image
+            from mlops.registry import mlflow_client
             from mlops_airflow.hooks import MlflowHook
 
             uri = MlflowHook().tracking_uri()
             ref = build_and_push(cfg.name, cand["version"], tracking_uri=uri)
-            record_image(MlflowClient(uri), cfg.name, cand["version"], ref)
+            record_image(mlflow_client(uri), cfg.name, cand["version"], ref)
             print(f"pushed {ref.by_digest}")
             return ref.by_digest
 
@@ -228,9 +228,10 @@ def build_deployment_dag(cfg: ModelConfig, config_path: str) -> None:
         @task(
             trigger_rule="all_done",
             retries=0,
-            doc_md="Decision task: writes the record, fails unless promoted.",
+            outlets=[champion_model_asset(cfg.name)],
+            doc_md="Decision task: writes the record, fails unless promoted (success = a new champion event).",
         )
-        def record(ti=None) -> dict:
+        def record(ti=None, outlet_events=None) -> dict:
             from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
             from mlops.deploy import service
             from mlops_airflow.hooks import MlflowHook
@@ -251,6 +252,9 @@ def build_deployment_dag(cfg: ModelConfig, config_path: str) -> None:
             print(f"{cfg.name} v{cand['version']}: {rec['decision']}")
             if rec["decision"] != "promoted":
                 raise AirflowFailException(f"{cfg.name} v{cand['version']} not promoted: {rec['decision']}")
+            outlet_events[champion_model_asset(cfg.name)].extra = service.champion_event(
+                uri, cfg, cand["version"]
+            )
             return rec
 
         roll >> record()
@@ -273,13 +277,18 @@ def build_rollback_dag(cfg: ModelConfig, config_path: str) -> None:
         default_args={"owner": cfg.owner, "retries": 0},
     )
     def rollback_dag() -> None:
-        @task(doc_md="Decision task: an operator asked for it; never retried.")
-        def rollback() -> dict:
+        @task(
+            outlets=[champion_model_asset(cfg.name)],
+            doc_md="Decision task: an operator asked for it; never retried.",
+        )
+        def rollback(outlet_events=None) -> dict:
             from mlops.deploy import service
             from mlops_airflow.hooks import MlflowHook
 
             uri = MlflowHook().tracking_uri()
-            return service.rollback(cfg, uri, service.make_target(cfg, uri))
+            done = service.rollback(cfg, uri, service.make_target(cfg, uri))
+            outlet_events[champion_model_asset(cfg.name)].extra = service.champion_event(uri, cfg, done["to"])
+            return done
 
         rollback()
 

@@ -1,50 +1,59 @@
 """Drift monitoring DAGs: ``<model>_monitoring`` per served model config (deployment enabled).
 
-Thin wiring only: the work is in ``mlops.monitoring`` / ``mlops.drift``.
+Thin wiring only: the work is in ``mlops.monitoring.check`` / ``mlops.drift.detect``, the published metrics
+in ``mlops.monitoring.metrics``.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Asset, Metadata, Param, dag, task
-from mlops import defaults
-from mlops.modelconfig import ModelConfig, discover_model_configs, load_model_config
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Metadata, Param, dag, task
+from mlops.config import defaults
+from mlops.config.model import ModelConfig, discover_model_configs, load_model_config
+from mlops_airflow.assets import champion_model_asset, drift_asset
 
 DOC = """
 ### {name}: drift monitoring of the served champion
 
-Hourly (and on demand): the requests the `@champion` of **{name}** answered in the last window (the
-server's sampled prediction log) are compared with the reference profile its training run stored
-(`drift/reference_profile.json`): KS and PSI per numeric feature, chi-square / PSI / Jensen-Shannon per
-categorical one, the score distribution too; Benjamini-Hochberg across features plus effect-size
-thresholds decide. Too few requests = *insufficient data*, never an alarm.
+Hourly, on every new `@champion` (the **{name}_champion** Asset: a promotion or a rollback), and on
+demand: the requests the `@champion` of **{name}** answered (the server's sampled prediction log) are
+compared with the reference profile its training run stored (`drift/reference_profile.json`): KS and
+PSI per numeric feature, chi-square / PSI / Jensen-Shannon per categorical one, the score distribution
+too; Benjamini-Hochberg across features plus effect-size thresholds decide. Too few requests =
+*insufficient data*, never an alarm. A window never starts before the champion took over, so a
+verdict on a version is about traffic that version served as champion.
 
-1. **check_drift**: the result, an HTML report (the task's *Drift report* button) and an MLflow run in
+1. **window**: which version and since when. After a promotion it waits (rescheduled, no worker
+   slot held) until the new champion has served enough requests to judge (the drift detector's minimum), up to an hour;
+   then the hourly schedule takes over.
+2. **check_drift**: the result, an HTML report (the task's *Drift report* button) and an MLflow run in
    experiment `{name}-monitoring`; every result names the version and the DVC revision it was
    trained on.
-2. **announce_drift** (only when drift is found): an event on the **{name}_drift** Asset with the
-   details, for whatever reacts to drift.
-
 3. **publish_metrics** (every check): `mlops_drift_detected`, `mlops_drift_share_ratio` and per-feature
    `mlops_drift_feature_*` gauges (labels model, model_version, feature) to the Pushgateway, where the
    `ModelDriftDetected` rule alerts on them (without Prometheus: the local alert source, same rule).
    **{name}_retraining** retrains on that alert.
+4. **announce_drift** (only when drift is found): an event on the **{name}_drift** Asset with the
+   details, for whatever reacts to drift.
 
 Config: `{config}`.
 """
 
-
-def drift_asset(model: str) -> Asset:
-    return Asset(name=f"{model}_drift", uri=f"mlops://{model}/drift", group="monitoring")
+FIRST_CHECK_TIMEOUT_S = 3600.0  # after a promotion, wait this long at most for enough traffic
 
 
 def build_monitoring_dag(cfg: ModelConfig, config_path: str) -> None:
+    # Long by design: the DAG's tasks are defined inline, in graph order, so the file reads as the DAG
+    # (each task body is a few lines of wiring into include/; the logic and its tests live there).
     drift = drift_asset(cfg.name)
+    champion = champion_model_asset(cfg.name)
 
     @dag(
         dag_id=f"{cfg.name}_monitoring",
-        schedule="@hourly",
+        schedule=AssetOrTimeSchedule(
+            timetable=CronTriggerTimetable("0 * * * *", timezone="UTC"), assets=champion
+        ),
         catchup=False,
         max_active_runs=1,
         tags=[f"model:{cfg.name}", "stage:monitoring"],
@@ -52,24 +61,53 @@ def build_monitoring_dag(cfg: ModelConfig, config_path: str) -> None:
         default_args={"owner": cfg.owner, "retries": 2, "retry_delay": timedelta(seconds=30)},
         params={
             "window_hours": Param(1.0, type="number", exclusiveMinimum=0, title="Window (hours of traffic)"),
-            "version": Param("", type="string", title="Model version", description="Empty: @champion."),
+            "version": Param(
+                None, type=["null", "string"], title="Model version", description="Empty: @champion."
+            ),
             "since": Param(
-                "",
-                type="string",
+                None,
+                type=["null", "string"],
                 title="Since (ISO 8601, UTC)",
                 description="Traffic since this moment (e.g. a deployment) instead of the window.",
             ),
         },
     )
     def monitoring_dag() -> None:
-        @task
-        def check_drift(params=None, ti=None) -> dict:
+        @task.sensor(
+            poke_interval=30,
+            timeout=FIRST_CHECK_TIMEOUT_S,
+            mode="reschedule",
+            soft_fail=True,
+            doc_md="Which version and since when; after a promotion, waits for enough of its traffic.",
+        )
+        def window(params=None, triggering_asset_events=None):
             from datetime import datetime
 
+            from airflow.sdk import PokeReturnValue
+            from mlops.config.settings import get_settings
+            from mlops.drift import DriftThresholds
+            from mlops.serving.predlog import count_logged, predictions_dir
+
+            promoted = [ev.extra or {} for evs in (triggering_asset_events or {}).values() for ev in evs]
+            if not promoted or not promoted[-1].get("version"):  # hourly, or triggered by hand
+                since = datetime.fromisoformat(params["since"]).timestamp() if params["since"] else None
+                return PokeReturnValue(True, {"version": params["version"] or None, "since": since})
+            event = promoted[-1]
+            since = datetime.fromisoformat(event["promoted_at"]).timestamp()
+            min_rows = DriftThresholds().min_rows
+            seen = count_logged(predictions_dir(get_settings().home, cfg.name), since, event["version"])
+            print(
+                f"v{event['version']} is champion since {event['promoted_at']}: {seen} of {min_rows} requests"
+            )
+            return PokeReturnValue(seen >= min_rows, {"version": event["version"], "since": since})
+
+        @task
+        def check_drift(win: dict, params=None, ti=None) -> dict:
             from airflow.sdk import conf
             from airflow.sdk.exceptions import AirflowSkipException
-            from mlops.monitoring import check_drift as run_check
-            from mlops.settings import get_settings
+            from mlops.config.settings import get_settings
+            from mlops.monitoring.check import check_drift as run_check
+            from mlops.serving.predlog import predictions_dir
             from mlops_airflow.hooks import MlflowHook
             from mlops_airflow.links import DriftReportLink, MlflowRunLink, mlflow_run_url, publish_link
             from mlops_airflow.reports_app import report_url
@@ -80,11 +118,11 @@ def build_monitoring_dag(cfg: ModelConfig, config_path: str) -> None:
                 summary = run_check(
                     cfg,
                     uri,
-                    s.home / "predictions" / cfg.name,
+                    predictions_dir(s.home, cfg.name),
                     s.reports_root,
                     window_hours=float(params["window_hours"]),
-                    version=params["version"] or None,
-                    since=datetime.fromisoformat(params["since"]).timestamp() if params["since"] else None,
+                    version=win["version"],
+                    since=win["since"],
                 )
             except LookupError as exc:
                 raise AirflowSkipException(str(exc)) from exc
@@ -100,11 +138,12 @@ def build_monitoring_dag(cfg: ModelConfig, config_path: str) -> None:
         @task
         def publish_metrics(summary: dict) -> str:
             """Drift metrics for Prometheus (Pushgateway), or the local alert source without one."""
-            from mlops import alerting
-            from mlops.settings import get_settings
+            from mlops.alerting import local_store
+            from mlops.config.settings import get_settings
+            from mlops.monitoring.metrics import publish_drift
 
             s = get_settings()
-            done = alerting.publish_drift(summary, s.pushgateway_url, alerting.local_store(s.home))
+            done = publish_drift(summary, s.pushgateway_url, local_store(s.home))
             print(done)
             return done
 
@@ -121,7 +160,7 @@ def build_monitoring_dag(cfg: ModelConfig, config_path: str) -> None:
             )})  # fmt: skip
             return summary["drifted_features"]
 
-        summary = check_drift()
+        summary = check_drift(window())
         publish_metrics(summary)
         is_drift(summary) >> announce_drift(summary)
 

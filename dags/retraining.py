@@ -1,23 +1,23 @@
 """Alert-driven retraining DAGs: ``<model>_retraining`` per model config with retraining enabled.
 
-Thin wiring only: alert sources and storm protection are in ``mlops.alerting``, the deferrable sensor
-in ``mlops_airflow.alerts``.
+Thin wiring only: alert sources and storm protection are in ``mlops.alerting`` (``sources``, ``ledger``),
+the deferrable sensor in ``mlops_airflow.alerts``.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag, task
-from mlops import defaults
-from mlops.modelconfig import ModelConfig, discover_model_configs, load_model_config
-from mlops_airflow.alerts import AlertSensor
+from mlops.config import defaults
+from mlops.config.model import ModelConfig, discover_model_configs, load_model_config
+from mlops_airflow.alerts import AlertSensor, TriggerAdmittedRunOperator
 
 DOC = """
 ### {name}: retraining on alerts
 
-Always on (a continuous schedule: one run waits at a time, deferred in the triggerer, no worker slot):
+Always on (a continuous schedule: one run waits at a time, deferred in the triggerer, no worker slot;
+when a run ends, the next one starts waiting at once):
 
 1. **wait_for_alert**: polls the alert source every {poll:g}s (MLOPS_ALERT_SOURCE: Alertmanager,
    Prometheus, or the local rule evaluator of the embedded default) and the alert ledger, which the
@@ -26,8 +26,10 @@ Always on (a continuous schedule: one run waits at a time, deferred in the trigg
 2. **admit** (storm protection): every pending alert is decided once, atomically. At most one starts a
    retrain; the others are suppressed with their reason: same firing seen before (dedup by fingerprint),
    a training run in flight, cooldown ({cooldown:g} min after each retrain), daily budget
-   ({budget} per UTC day), not the serving champion, or an alert that does not retrain
-   ({alerts}). See the **Alert ledger** (Browse menu, `/mlops/alerts/`).
+   ({budget} per UTC day), an alert about a version that is no longer the serving champion, or an
+   alert name this model does not retrain on (it retrains on: {alerts}). See the **Alert ledger**
+   (Browse menu, `/mlops/alerts/`). The Airflow Variable `mlops_retraining` can shorten the cooldown
+   or change the budget without a deploy (JSON, e.g. `{{"{name}": {{"cooldown_minutes": 1}}}}`).
 3. **trigger_training**: `{name}_training` with the alert in its conf (name, fingerprint, drifted
    features, report link); the MLflow run is tagged with it.
 
@@ -35,15 +37,22 @@ Config: `{config}` (section `retraining`).
 """
 
 
+START_DATE = datetime(2025, 1, 1, tzinfo=UTC)
+
+
 def build_retraining_dag(cfg: ModelConfig, config_path: str) -> None:
+    # Long by design: the DAG's tasks are defined inline, in graph order, so the file reads as the DAG
+    # (each task body is a few lines of wiring into include/; the logic and its tests live there).
     r = cfg.retraining
 
     @dag(
         dag_id=f"{cfg.name}_retraining",
         schedule="@continuous",
+        # A continuous timetable needs a start date: without one, the second run gets the first run's
+        # logical date, the scheduler skips it ("run already exists") and the DAG never runs again.
+        start_date=START_DATE,
         max_active_runs=1,
         catchup=False,
-        render_template_as_native_obj=True,
         tags=[f"model:{cfg.name}", "stage:retraining"],
         doc_md=DOC.format(
             name=cfg.name,
@@ -56,33 +65,51 @@ def build_retraining_dag(cfg: ModelConfig, config_path: str) -> None:
         default_args={"owner": cfg.owner, "retries": 2, "retry_delay": timedelta(seconds=30)},
     )
     def retraining_dag() -> None:
-        wait = AlertSensor(task_id="wait_for_alert", model=cfg.name, poll_interval=r.poll_interval_s)
+        wait = AlertSensor(
+            task_id="wait_for_alert",
+            model=cfg.name,
+            poll_interval=r.poll_interval_s,
+            registered_model=cfg.registered_model_name,
+        )
 
         @task
         def admit(ti=None) -> dict | None:
             """Decide every pending alert; returns the training run to start, or None."""
-            from mlflow import MlflowClient
-            from mlops import alerting
-            from mlops.registry import CHAMPION, alias_version
-            from mlops.settings import get_settings
-            from mlops_airflow.hooks import MlflowHook
+            from airflow.sdk import Variable
+            from mlops.alerting import Alert, open_ledger
+            from mlops.config.model import RETRAINING_OVERRIDES_VARIABLE
+            from mlops.config.settings import get_settings
 
+            overrides = Variable.get(RETRAINING_OVERRIDES_VARIABLE, default=None, deserialize_json=True)
+            policy = r.with_overrides((overrides or {}).get(cfg.name))
+            if policy != r:
+                print(
+                    f"policy from Variable {RETRAINING_OVERRIDES_VARIABLE}: cooldown "
+                    f"{policy.cooldown_minutes:g} min, daily budget {policy.daily_budget}"
+                )
             training = f"{cfg.name}_training"
-            ledger = alerting.ledger(get_settings().home)
+            ledger = open_ledger(get_settings().home)
             for row in ledger.unlaunched(cfg.name):  # accepted before: did its run get created?
                 if ti.get_dr_count(dag_id=training, run_ids=[row["run_id"]]):
                     ledger.mark_launched(row["key"])
             running = ti.get_dr_count(dag_id=training, states=["queued", "running"])
-            champion = alias_version(
-                MlflowClient(MlflowHook().tracking_uri()), cfg.registered_model_name, CHAMPION
-            )
+            waited = ti.xcom_pull(task_ids="wait_for_alert") or {}
+            if "champion" in waited:  # looked up by the sensor's trigger, where mlflow is imported already
+                champion = waited["champion"]
+            else:
+                from mlops.registry.aliases import CHAMPION, alias_version
+                from mlops.registry.client import mlflow_client
+                from mlops_airflow.hooks import MlflowHook
+
+                client = mlflow_client(MlflowHook().tracking_uri())
+                champion = alias_version(client, cfg.registered_model_name, CHAMPION)
             decision = ledger.decide(
                 cfg.name,
                 alert_names=list(r.alerts),
                 champion=champion,
                 in_flight=[f"{running} run(s) of {training}"] if running else [],
-                cooldown_s=r.cooldown_minutes * 60.0,
-                daily_budget=r.daily_budget,
+                cooldown_s=policy.cooldown_minutes * 60.0,
+                daily_budget=policy.daily_budget,
             )
             for key, reason in decision.suppressed:
                 print(f"suppressed {key}: {reason}")
@@ -91,28 +118,18 @@ def build_retraining_dag(cfg: ModelConfig, config_path: str) -> None:
                 return None
             accepted = dict(decision.accepted)
             run_id = accepted.pop("run_id")
-            alert = alerting.Alert(**{k: v for k, v in accepted.items() if k != "key"})
+            alert = Alert(**{k: v for k, v in accepted.items() if k != "key"})
             print(f"retrain: {run_id} for {alert.name} {alert.labels}")
             return {
                 "run_id": run_id,
                 "conf": {"alert": alert.for_conf(), "train_without_new_data": r.train_without_new_data},
             }
 
-        @task.short_circuit
-        def should_retrain(admitted: dict | None) -> bool:
-            return admitted is not None
-
         admitted = admit()
-        trigger_training = TriggerDagRunOperator(
-            task_id="trigger_training",
-            trigger_dag_id=f"{cfg.name}_training",
-            trigger_run_id="{{ ti.xcom_pull(task_ids='admit')['run_id'] }}",
-            conf="{{ ti.xcom_pull(task_ids='admit')['conf'] }}",
-            wait_for_completion=False,
-            skip_when_already_exists=True,  # a retried admission hands out the same run id
+        trigger_training = TriggerAdmittedRunOperator(
+            task_id="trigger_training", trigger_dag_id=f"{cfg.name}_training", admit_task_id="admit"
         )
-        wait >> admitted
-        should_retrain(admitted) >> trigger_training
+        wait >> admitted >> trigger_training
 
     retraining_dag()
 

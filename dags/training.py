@@ -1,6 +1,6 @@
 """Training pipeline DAGs: one ``<model>_training`` DAG per model config file.
 
-Thin wiring only: the work is in ``mlops.pipeline`` / ``mlops.training`` (domain) and
+Thin wiring only: the work is in ``mlops.data.landing`` / ``mlops.training.train`` (domain) and
 ``mlops_airflow`` (glue). Heavy libraries are imported inside tasks, never at parse time.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import Metadata, Param, dag, task
-from mlops import defaults
-from mlops.modelconfig import ModelConfig, discover_model_configs, load_model_config, offered_backends
+from mlops.config import defaults
+from mlops.config.model import ModelConfig, discover_model_configs, load_model_config, offered_backends
 from mlops_airflow.assets import candidate_model_asset, validated_data_asset
 
 DOC = """
@@ -37,6 +37,8 @@ Trigger by hand with the form, or `airflow dags trigger {name}_training`. Config
 
 
 def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: list[str]) -> None:
+    # Long by design: the DAG's tasks are defined inline, in graph order, so the file reads as the DAG
+    # (each task body is a few lines of wiring into include/; the logic and its tests live there).
     backends = offered_backends(cfg, platform_backends)
     default_backend = cfg.training.backend if cfg.training.backend in backends else backends[0]
     validated, candidate = validated_data_asset(cfg.name), candidate_model_asset(cfg.name)
@@ -106,8 +108,8 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
             """Great Expectations on every waiting batch; bad ones to quarantine and the run fails."""
             from airflow.sdk import conf
             from airflow.sdk.exceptions import AirflowFailException
-            from mlops.pipeline import validate_landing
-            from mlops.settings import get_settings
+            from mlops.config.settings import get_settings
+            from mlops.data.landing import validate_landing
             from mlops_airflow.links import DataDocsLink, publish_link
             from mlops_airflow.reports_app import report_url
 
@@ -124,8 +126,8 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
         def version(batches: list[dict], params=None, dag_run=None):
             """Accepted batches into the DVC repo; the training set (window) at the new revision."""
             from airflow.sdk.exceptions import AirflowSkipException
-            from mlops.pipeline import data_repo, version_batches
-            from mlops.settings import get_settings
+            from mlops.config.settings import get_settings
+            from mlops.data.landing import data_repo, version_batches
 
             s = get_settings()
             repo = data_repo(s)
@@ -144,48 +146,31 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
         @task
         def prepare_training(versioned: dict, params=None, ti=None, dag_run=None) -> dict:
             """The entrypoint's command line and environment, for whichever backend runs it."""
-            from mlops.settings import get_settings
-            from mlops.training import entrypoint_argv, git_commit
+            from airflow.sdk.exceptions import AirflowFailException
+            from mlops.config.settings import get_settings
+            from mlops.training.spec import run_tags, training_spec
             from mlops_airflow.hooks import MlflowHook
 
-            s = get_settings()
-            backend = params["backend"]
-            if backend not in backends:
-                from airflow.sdk.exceptions import AirflowFailException
-
-                raise AirflowFailException(
-                    f"backend {backend!r} is not offered for {cfg.name} (offered: {backends})"
-                )
-            tags = {
-                "airflow.dag_id": dag_run.dag_id,
-                "airflow.run_id": dag_run.run_id,
-                "airflow.try_number": str(ti.try_number),
-            }
-            if params["force_promote"]:
-                tags["mlops.force_promote"] = "requested"
-            if params.get("alert"):
-                alert = params["alert"]
-                tags.update({"mlops.trigger": "alert", "mlops.alert.name": str(alert.get("name", "")),
-                             "mlops.alert.fingerprint": str(alert.get("fingerprint", "")),
-                             "mlops.alert.drifted_features": ",".join(alert.get("drifted_features") or [])})  # fmt: skip
-            tags["mlops.git_commit"] = (
-                git_commit()
-            )  # a container has no git: record the platform's commit here
-            argv = entrypoint_argv(
-                cfg.name,
-                versioned["training_set"],
-                fetch=backend == "kubernetes",
-                models_dir=None if backend == "kubernetes" else str(s.models_dir),
-                tags=tags,
-                params=params["hyperparameters"] or None,
-                output="/airflow/xcom/return.json" if backend == "kubernetes" else None,
+            tags = run_tags(
+                dag_id=dag_run.dag_id,
+                run_id=dag_run.run_id,
+                try_number=ti.try_number,
+                force_promote=params["force_promote"],
+                alert=params.get("alert"),
             )
-            # No credentials in the spec (it is stored as XCom): the local task adds them at run time,
-            # pods get them from the Kubernetes Secret. Threads: one per CPU the training may use.
-            env = {"OMP_NUM_THREADS": str(cfg.training.threads)}
-            if backend != "kubernetes":
-                env["MLFLOW_TRACKING_URI"] = MlflowHook().tracking_uri()
-            return {"backend": backend, "argv": argv, "env": env}
+            try:
+                return training_spec(
+                    cfg,
+                    versioned["training_set"],
+                    backend=params["backend"],
+                    offered=backends,
+                    run_tags=tags,
+                    hyperparameters=params["hyperparameters"],
+                    models_dir=str(get_settings().models_dir),
+                    tracking_uri=MlflowHook().tracking_uri(),
+                )
+            except ValueError as exc:
+                raise AirflowFailException(str(exc)) from exc
 
         spec = prepare_training(version(validate()))
 
@@ -251,13 +236,19 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
         @task(
             retries=0, doc_md="Decision task: the gate is judged once; infrastructure errors fail it loudly."
         )
-        def judge(trained: dict) -> dict:
-            """The metric gate; the decision is recorded on the model version either way."""
-            from mlops.pipeline import judge_candidate
+        def judge(trained: dict, params=None) -> dict:
+            """The metric gate; the decision is recorded on the model version either way.
+
+            An alert-driven retrain is judged with the config's ``retraining.gate_overrides``.
+            """
+            from mlops.gate.judge import judge_candidate
             from mlops_airflow.hooks import MlflowHook
 
+            overrides = cfg.retraining.gate_overrides if params.get("alert") else None
+            if overrides:
+                print(f"alert-driven retrain: gate overrides {overrides} (retraining.gate_overrides)")
             result = judge_candidate(
-                cfg, MlflowHook().tracking_uri(), trained["model_version"], trained["run_id"]
+                cfg, MlflowHook().tracking_uri(), trained["model_version"], trained["run_id"], overrides
             )
             return {**result.to_dict(), "summary": str(result), "version": trained["model_version"]}
 
@@ -270,7 +261,7 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
         @task(task_id=accept, outlets=[candidate])
         def accept_candidate(verdict: dict, params=None):
             """Passed: hand over to the deployment DAG (release), or make it @champion directly (promote)."""
-            from mlops.pipeline import promote_candidate, release_candidate
+            from mlops.gate.judge import promote_candidate, release_candidate
             from mlops_airflow.hooks import MlflowHook
 
             forced = verdict["decision"] != "passed"
@@ -287,7 +278,7 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
         def reject_model(verdict: dict) -> None:
             """The candidate loses @challenger; the run fails with the gate's reasons."""
             from airflow.sdk.exceptions import AirflowFailException
-            from mlops.pipeline import reject_candidate
+            from mlops.gate.judge import reject_candidate
             from mlops_airflow.hooks import MlflowHook
 
             reject_candidate(cfg, MlflowHook().tracking_uri(), verdict["version"])

@@ -11,8 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from mlops import procs, stack
-from mlops.settings import Settings
+from mlops.config.settings import Settings
+from mlops.deploy.local import procs
+from mlops.stack import local as stack
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = str(Path(sys.executable).parent)
@@ -63,10 +64,11 @@ def save_churn_model(path: Path, seed: int, max_iter: int = 30):
 
     import mlflow.sklearn
     from mlflow.models import infer_signature
-    from mlops.datagen import generate_churn
-    from mlops.modelconfig import get_model_config
-    from mlops.settings import get_settings
-    from mlops.training import build_pipeline
+    from mlops.config.model import get_model_config
+    from mlops.config.settings import get_settings
+    from mlops.demo.datagen import generate_churn
+    from mlops.training.artifacts import KNOWN_CATEGORIES
+    from mlops.training.train import build_pipeline
 
     cfg = get_model_config("churn", get_settings().models_dir)
     df = generate_churn(1500, seed=seed)
@@ -81,6 +83,9 @@ def save_churn_model(path: Path, seed: int, max_iter: int = 30):
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
             signature=infer_signature(example, pipe.predict(example)),
             input_example=example,
+            metadata={  # as training records them (mlops.training.train)
+                KNOWN_CATEGORIES: {c: sorted(map(str, X[c].unique())) for c in cfg.features.categorical}
+            },
         )
     return pipe, cfg
 
@@ -96,10 +101,10 @@ def register_churn_model(tracking_uri: str, name: str, seed: int, constant: bool
     import mlflow
     import mlflow.sklearn
     from mlflow.models import infer_signature
-    from mlops.datagen import generate_churn
-    from mlops.modelconfig import get_model_config
-    from mlops.settings import get_settings
-    from mlops.training import build_pipeline
+    from mlops.config.model import get_model_config
+    from mlops.config.settings import get_settings
+    from mlops.demo.datagen import generate_churn
+    from mlops.training.train import build_pipeline
     from sklearn.dummy import DummyClassifier
 
     cfg = get_model_config("churn", get_settings().models_dir)

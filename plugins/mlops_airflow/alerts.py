@@ -2,7 +2,7 @@
 
 :class:`AlertWaitTrigger` polls the configured alert source (Alertmanager, Prometheus or the local
 rule evaluator) every ``poll_interval`` seconds, records every firing alert of its model in the
-:class:`~mlops.alerting.AlertLedger` (once per firing), and checks the ledger every second: an alert
+:class:`~mlops.alerting.ledger.AlertLedger` (once per firing), and checks the ledger every second: an alert
 pending a decision, whether it came from the source or from the webhook receiver, ends the wait. An
 unreachable source is logged and retried with exponential backoff (up to a minute): the trigger
 never fails because of it. After ``max_wait_s`` without an alert it ends quietly so the next run of
@@ -17,6 +17,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import BaseSensorOperator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -33,23 +34,32 @@ def source_config(settings: Any) -> dict[str, str]:
 
 
 def _source(cfg: dict[str, str]):
-    from mlops import alerting, defaults
-    from mlops.settings import get_settings
+    from mlops.alerting import make_source
+    from mlops.config import resources
+    from mlops.config.settings import get_settings
 
-    return alerting.make_source(
+    return make_source(
         cfg["kind"],
         alertmanager_url=cfg["alertmanager_url"],
         prometheus_url=cfg["prometheus_url"],
         home=get_settings().home,
-        rules_path=defaults.REPO_ROOT / "infra" / "monitoring" / "rules" / "mlops.rules.yml",
+        rules_path=resources.alert_rules_file(),
     )
 
 
 class AlertWaitTrigger(BaseTrigger):
-    def __init__(self, model: str, source: dict[str, str], poll_interval: float, max_wait_s: float) -> None:
+    def __init__(
+        self,
+        model: str,
+        source: dict[str, str],
+        poll_interval: float,
+        max_wait_s: float,
+        registry: dict[str, str] | None = None,
+    ) -> None:
         super().__init__()
         self.model, self.source = model, source
         self.poll_interval, self.max_wait_s = float(poll_interval), float(max_wait_s)
+        self.registry = registry  # {"tracking_uri", "name"}: the champion is looked up here, warm
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return f"{type(self).__module__}.{type(self).__qualname__}", {
@@ -57,15 +67,31 @@ class AlertWaitTrigger(BaseTrigger):
             "source": self.source,
             "poll_interval": self.poll_interval,
             "max_wait_s": self.max_wait_s,
+            "registry": self.registry,
         }
 
-    async def run(self):
-        from mlops import alerting
-        from mlops.settings import get_settings
+    def _champion(self) -> dict[str, Any]:
+        """The serving @champion, looked up in the triggerer (mlflow stays imported there), so that the
+        admission task that follows need not import mlflow: alert -> retraining run queued stays short."""
+        if not self.registry:
+            return {}
+        from mlops.registry.aliases import CHAMPION, alias_version
+        from mlops.registry.client import mlflow_client
 
-        ledger = await asyncio.to_thread(
-            alerting.ledger, get_settings().home
-        )  # no file I/O on the event loop
+        try:
+            client = mlflow_client(self.registry["tracking_uri"])
+            return {"champion": alias_version(client, self.registry["name"], CHAMPION)}
+        except Exception as exc:  # noqa: BLE001 - admission looks it up again itself
+            self.log.warning(
+                "could not read @champion of %s (admission will): %s", self.registry["name"], exc
+            )
+            return {}
+
+    async def run(self):
+        from mlops.alerting import AlertSourceError, next_backoff, open_ledger
+        from mlops.config.settings import get_settings
+
+        ledger = await asyncio.to_thread(open_ledger, get_settings().home)  # no file I/O on the event loop
         source = await asyncio.to_thread(_source, self.source)
         deadline = time.monotonic() + self.max_wait_s
         next_poll, backoff, failing_since = 0.0, 0.0, None
@@ -83,14 +109,15 @@ class AlertWaitTrigger(BaseTrigger):
                         self.log.info("%d new alert(s) on %s", new, self.model)
                     backoff, failing_since = 0.0, None
                     next_poll = now + self.poll_interval
-                except alerting.AlertSourceError as exc:
+                except AlertSourceError as exc:
                     failing_since = now if failing_since is None else failing_since
-                    backoff = alerting.next_backoff(backoff, self.poll_interval)
+                    backoff = next_backoff(backoff, self.poll_interval)
                     self.log.warning("%s — still waiting; next try in %.0fs", exc, backoff)
                     next_poll = now + backoff
             pending = await asyncio.to_thread(ledger.pending, self.model)
             if pending:
-                yield TriggerEvent({"status": "alert", "pending": pending})
+                champion = await asyncio.to_thread(self._champion)
+                yield TriggerEvent({"status": "alert", "pending": pending, **champion})
                 return
             if now >= deadline:
                 yield TriggerEvent({"status": "idle", "pending": 0})
@@ -102,26 +129,38 @@ class AlertSensor(BaseSensorOperator):
     """Waits (deferred: no worker slot) until an alert on ``model`` is pending a retraining decision."""
 
     def __init__(
-        self, *, model: str, poll_interval: float, max_wait_s: float = 3600.0, **kwargs: Any
+        self,
+        *,
+        model: str,
+        poll_interval: float,
+        max_wait_s: float = 3600.0,
+        registered_model: str | None = None,
+        **kwargs: Any,
     ) -> None:
         kwargs.setdefault("timeout", max_wait_s + 600)
         super().__init__(**kwargs)
         self.model, self.poll_interval, self.max_wait_s = model, poll_interval, max_wait_s
+        self.registered_model = registered_model
 
     def poke(self, context: Any) -> bool:
-        from mlops import alerting
-        from mlops.settings import get_settings
+        from mlops.alerting import open_ledger
+        from mlops.config.settings import get_settings
 
-        return alerting.ledger(get_settings().home).pending(self.model) > 0
+        return open_ledger(get_settings().home).pending(self.model) > 0
 
     def execute(self, context: Any) -> Any:
-        from mlops.settings import get_settings
+        from mlops.config.settings import get_settings
 
         if self.poke(context):
             return {"status": "alert"}
+        registry = None
+        if self.registered_model:
+            from mlops_airflow.hooks import MlflowHook
+
+            registry = {"tracking_uri": MlflowHook().tracking_uri(), "name": self.registered_model}
         self.defer(
             trigger=AlertWaitTrigger(
-                self.model, source_config(get_settings()), self.poll_interval, self.max_wait_s
+                self.model, source_config(get_settings()), self.poll_interval, self.max_wait_s, registry
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.max_wait_s + 600),
@@ -136,3 +175,26 @@ class AlertSensor(BaseSensorOperator):
             )
         self.log.info("%d alert(s) on %s pending a decision", event["pending"], self.model)
         return event
+
+
+class TriggerAdmittedRunOperator(TriggerDagRunOperator):
+    """Starts the training run ``admit`` accepted (its fixed run id and conf); skipped when none was.
+
+    One task instead of a short-circuit plus a trigger: every task start costs seconds of the
+    alert -> retraining-run latency.
+    """
+
+    def __init__(self, *, admit_task_id: str, **kwargs: Any) -> None:
+        kwargs.setdefault("wait_for_completion", False)
+        kwargs.setdefault("skip_when_already_exists", True)  # a retried admission hands out the same id
+        super().__init__(**kwargs)
+        self.admit_task_id = admit_task_id
+
+    def execute(self, context: Any) -> Any:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        admitted = context["ti"].xcom_pull(task_ids=self.admit_task_id)
+        if not admitted:
+            raise AirflowSkipException("no alert was admitted: nothing to start")
+        self.trigger_run_id, self.conf = admitted["run_id"], admitted["conf"]
+        return super().execute(context)

@@ -4,8 +4,8 @@ POST /mlops/alerts/webhook      Alertmanager's webhook (version 4), ``Authorizat
                                 (MLOPS_ALERT_WEBHOOK_TOKEN); firing alerts go into the alert ledger,
                                 where the retraining sensor picks them up within a second.
                                 401: missing or wrong token; 422: not JSON / not Alertmanager's format.
-GET  /mlops/alerts/             the ledger as a page: every alert, its decision and reason
-GET  /mlops/alerts/ledger.json  the same as JSON (``?model=churn``)
+GET  /mlops/alerts/             the ledger as a page: every alert, its decision and reason (Airflow login)
+GET  /mlops/alerts/ledger.json  the same as JSON (``?model=churn``) (Airflow login)
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import json
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
-from mlops import alerting
-from mlops.settings import get_settings
+from mlops.alerting import alerts_from_webhook, open_ledger
+from mlops.config.settings import get_settings
 from starlette.concurrency import run_in_threadpool
+
+from mlops_airflow.auth import REQUIRE_LOGIN
 
 router = APIRouter(prefix="/alerts")
 
@@ -39,17 +41,17 @@ async def webhook(request: Request) -> dict:
         raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
     try:
         payload = json.loads(await request.body())
-        alerts = alerting.alerts_from_webhook(payload)
+        alerts = alerts_from_webhook(payload)
     except ValueError as exc:  # JSONDecodeError is a ValueError
         raise HTTPException(422, f"not an Alertmanager webhook payload: {exc}") from exc
     home = get_settings().home
-    new = await run_in_threadpool(lambda: alerting.ledger(home).record(alerts))  # SQLite off the event loop
+    new = await run_in_threadpool(lambda: open_ledger(home).record(alerts))  # SQLite off the event loop
     return {"received": len(alerts), "new": new}
 
 
-@router.get("/ledger.json")
+@router.get("/ledger.json", dependencies=[REQUIRE_LOGIN])
 def ledger_json(model: str | None = None, limit: int = 500) -> list[dict]:
-    return alerting.ledger(get_settings().home).entries(model, limit)
+    return open_ledger(get_settings().home).entries(model, limit)
 
 
 _COLUMNS = (
@@ -66,9 +68,9 @@ _COLUMNS = (
 )
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.get("/", response_class=HTMLResponse, dependencies=[REQUIRE_LOGIN])
 def ledger_page(model: str | None = None) -> str:
-    rows = alerting.ledger(get_settings().home).entries(model, 500)
+    rows = open_ledger(get_settings().home).entries(model, 500)
     head = "".join(f"<th>{c}</th>" for c in _COLUMNS)
     body = "".join(
         "<tr>"

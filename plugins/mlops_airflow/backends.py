@@ -20,18 +20,18 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from mlops import defaults
+from mlops.config import defaults, pods
 
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.providers.docker.operators.docker import DockerOperator
-    from mlops.modelconfig import ModelConfig
+    from mlops.config.model import ModelConfig
 
 #: Where the KPO's xcom sidecar reads the task's return value; pass it as ``--output`` in the argv.
 K8S_XCOM_RESULT_PATH = "/airflow/xcom/return.json"
 
-#: Non-root user and group the training pod runs as (the image must let this uid run Python).
-POD_RUN_AS_USER = 10001
+#: Non-root user and group the training pod runs as (the image's user: the platform's pod schema).
+POD_RUN_AS_USER = pods.RUN_AS_USER
 
 #: Variables the Kubernetes Secret ``kubernetes.mlflow_secret`` provides. A container's ``env`` wins over
 #: its ``envFrom``, so when the Secret is used these keys are dropped from the spec's env: a tracking URI
@@ -101,7 +101,7 @@ def docker_training_operator(
     """``DockerOperator`` that runs the training spec in ``cfg.training.docker.image``.
 
     - ``docker_url``: Docker-API engine (a Docker or Podman socket); default ``MLOPS_DOCKER_URL``
-      (read with ``mlops.defaults``: no pydantic-settings at parse time).
+      (read with ``mlops.config.defaults``: no pydantic-settings at parse time).
     - ``mounts``: host paths bind-mounted read-only at the same path inside (the data root, so the
       ``--data`` paths of the argv are valid in the container).
     - The return value (XCom) is the container's last output line: the training result as a compact
@@ -138,15 +138,31 @@ def docker_training_operator(
     return _finish(DockerOperator(**params), upstream)
 
 
-def _toleration(raw: dict[str, Any]) -> Any:
-    """A toleration from the model config; Kubernetes' own camelCase keys are accepted."""
+def _k8s_model(kind: str, raw: dict[str, Any], what: str) -> Any:
+    """The kubernetes client model ``kind`` (``V1Toleration``, ...) of ``raw``, nested models included.
+
+    Keys are Kubernetes' own camelCase names or the client's snake_case ones; an unknown key is a
+    ValueError naming ``what``.
+    """
     from kubernetes.client import models as k8s
 
-    by_json = {json_key: attr for attr, json_key in k8s.V1Toleration.attribute_map.items()}
-    unknown = sorted(k for k in raw if k not in by_json and k not in k8s.V1Toleration.attribute_map)
+    cls = getattr(k8s, kind)
+    by_json = {json_key: attr for attr, json_key in cls.attribute_map.items()}
+    unknown = sorted(k for k in raw if k not in by_json and k not in cls.attribute_map)
     if unknown:
-        raise ValueError(f"toleration {raw!r}: unknown keys {unknown}")
-    return k8s.V1Toleration(**{by_json.get(k, k): v for k, v in raw.items()})
+        raise ValueError(f"{what} {raw!r}: unknown keys {unknown}")
+    kwargs = {}
+    for key, value in raw.items():
+        attr = by_json.get(key, key)
+        nested = cls.openapi_types[attr]
+        is_model = isinstance(value, dict) and hasattr(k8s, nested)
+        kwargs[attr] = _k8s_model(nested, value, f"{what}.{key}") if is_model else value
+    return cls(**kwargs)
+
+
+def _toleration(raw: dict[str, Any]) -> Any:
+    """A toleration from the model config; Kubernetes' own camelCase keys are accepted."""
+    return _k8s_model("V1Toleration", raw, "toleration")
 
 
 def kubernetes_training_operator(
@@ -154,10 +170,10 @@ def kubernetes_training_operator(
 ) -> KubernetesPodOperator:
     """``KubernetesPodOperator`` that runs the training spec as a pod, configured from ``cfg.training.kubernetes``.
 
-    Deferrable, pod deleted when done, logs streamed, restricted security context (runs as a non-root
-    uid, no privilege escalation, no capabilities, RuntimeDefault seccomp: fits the "restricted" Pod
-    Security Standard, xcom sidecar included). MLflow endpoint and credentials come from the Secret
-    ``mlflow_secret`` through ``envFrom``. The return value (XCom) is the parsed JSON the argv's
+    Deferrable, pod deleted when done, logs streamed, the platform's pod schema
+    (:mod:`mlops.config.pods`: a non-root uid, no service-account token, the restricted security
+    context on every container, xcom sidecar included: fits the "restricted" Pod Security Standard).
+    MLflow endpoint and credentials come from the Secret ``mlflow_secret`` through ``envFrom``. The return value (XCom) is the parsed JSON the argv's
     ``--output /airflow/xcom/return.json`` wrote. ``**kw`` goes to the operator and overrides these.
     """
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -169,12 +185,7 @@ def kubernetes_training_operator(
     limits = {"cpu": k.cpu_limit, "memory": k.memory_limit}
     if k.gpus > 0:
         limits["nvidia.com/gpu"] = str(k.gpus)
-    container_security = k8s.V1SecurityContext(
-        allow_privilege_escalation=False,
-        capabilities=k8s.V1Capabilities(drop=["ALL"]),
-        run_as_non_root=True,
-        seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
-    )
+    container_security = _k8s_model("V1SecurityContext", pods.container_security_context(), "securityContext")
     env_from = []
     if k.mlflow_secret:
         env_from.append(k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=k.mlflow_secret)))
@@ -199,21 +210,12 @@ def kubernetes_training_operator(
         "service_account_name": k.service_account,
         # Training talks to MLflow, never to the Kubernetes API.
         "automount_service_account_token": False,
-        "security_context": k8s.V1PodSecurityContext(
-            run_as_non_root=True,
-            run_as_user=POD_RUN_AS_USER,
-            run_as_group=POD_RUN_AS_USER,
-            fs_group=POD_RUN_AS_USER,
-            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+        "security_context": _k8s_model(
+            "V1PodSecurityContext", pods.pod_security_context(POD_RUN_AS_USER), "securityContext"
         ),
         "container_security_context": container_security,
         "xcom_sidecar_container_security_context": container_security,
-        "labels": {
-            "app.kubernetes.io/part-of": "mlops",
-            "app.kubernetes.io/component": "training",
-            "component": "training",
-            "model": cfg.name,
-        },
+        "labels": {**pods.component_labels("training"), "component": "training", "model": cfg.name},
         "startup_timeout_seconds": k.startup_timeout_seconds,
         "deferrable": True,
         "on_finish_action": "delete_pod",

@@ -1,6 +1,6 @@
 """The ``local`` compute backend: the training entrypoint as a child process of the task.
 
-Same command line as the Docker and Kubernetes backends (see ``mlops.training.entrypoint_argv``).
+Same command line as the Docker and Kubernetes backends (see ``mlops.training.spec.entrypoint_argv``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from mlops.config.secrets import scrubbed_env
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,12 @@ def run_local_training(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
         cmd = [sys.executable, *argv[1:], "--output", str(out)]
         log.info("local training: %s", " ".join(cmd))
         proc = subprocess.Popen(
-            cmd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            # the worker's environment minus Airflow's keys and connections: training needs MLflow only
+            cmd,
+            env={**scrubbed_env(os.environ), **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         assert proc.stdout is not None
         for line in proc.stdout:

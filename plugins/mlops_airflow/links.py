@@ -19,7 +19,9 @@ class _XComLink(BaseOperatorLink):
     def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
         from airflow.serialization.definitions.operatorlink import XComOperatorLink
 
-        return XComOperatorLink(name=self.name, xcom_key=self.xcom_key).get_link(operator, ti_key=ti_key)
+        # the SDK and the core each define a TaskInstanceKey (same fields); the API server passes the core's
+        link = XComOperatorLink(name=self.name, xcom_key=self.xcom_key)
+        return link.get_link(operator, ti_key=ti_key)  # type: ignore[arg-type]
 
 
 class MlflowRunLink(_XComLink):

@@ -1,18 +1,23 @@
 """A small FastAPI app, mounted in the Airflow api-server at ``/mlops``, serving the platform's reports
-(Great Expectations Data Docs today) so the links from tasks open in the browser.
+(Great Expectations Data Docs, drift reports) so the links from tasks open in the browser.
 
     GET /mlops/reports/<path>   static files under MLOPS_REPORTS_DIR (default $MLOPS_HOME/reports)
-    GET /mlops/health           liveness of the app
+    GET /mlops/health           liveness of the app (open: probes)
     /mlops/alerts/...           Alertmanager webhook receiver and the alert ledger (see alerts_app)
+
+Airflow mounts plugin apps without authentication: every route a person opens here requires an
+Airflow login (:data:`mlops_airflow.auth.REQUIRE_LOGIN`), else 401/403. The webhook has its own token.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
-from mlops.settings import get_settings
+from mlops.config.settings import get_settings
+
+from mlops_airflow.auth import REQUIRE_LOGIN
 
 URL_PREFIX = "/mlops"
 
@@ -20,8 +25,14 @@ URL_PREFIX = "/mlops"
 def create_app() -> FastAPI:
     root = get_settings().reports_root
     root.mkdir(parents=True, exist_ok=True)
-    app = FastAPI(title="MLOps platform reports", docs_url=None, redoc_url=None)
-    app.mount("/reports", StaticFiles(directory=str(root), html=True, check_dir=False), name="reports")
+    # no public schema or docs pages: the routes are described in this module and docs/reference.md
+    app = FastAPI(title="MLOps platform reports", docs_url=None, redoc_url=None, openapi_url=None)
+    # Starlette's static files (path normalisation, no escape from the folder, index.html), behind a login
+    static = StaticFiles(directory=str(root), html=True, check_dir=False)
+
+    @app.get("/reports/{path:path}", dependencies=[REQUIRE_LOGIN])
+    async def reports(path: str, request: Request) -> Response:
+        return await static.get_response(path, request.scope)
 
     from mlops_airflow.alerts_app import router as alerts_router
 
@@ -29,7 +40,7 @@ def create_app() -> FastAPI:
 
     @app.get("/health")
     def health() -> dict[str, str]:
-        return {"status": "ok", "reports_dir": str(root)}
+        return {"status": "ok"}
 
     return app
 

@@ -5,6 +5,10 @@ metrics, judge a window); between calls the task defers on :class:`RolloutWaitTr
 rollout state (plain JSON) and returns it in its event. The end: promoted -> ``@champion`` moves (the
 former becomes ``@previous``); rolled back -> traffic is already back on stable, the candidate is
 removed, ``@champion`` untouched, and the task fails with the reasons.
+
+The task log reads one line per rollout step and analysis window (written by :mod:`mlops.deploy.rollout`),
+never the rollout state: the trigger and its event print a one-line summary of it (the triggerer logs
+both), while the state itself still travels whole in the event.
 """
 
 from __future__ import annotations
@@ -14,6 +18,32 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+def summary(state: dict[str, Any] | None) -> str:
+    """A rollout state in a few words (for reprs and logs): ``rollout v2 step 50%, window 3``."""
+    if not isinstance(state, dict):
+        return "rollout (no state)"
+    text = f"rollout v{state.get('version')}"
+    phases, index = state.get("phases") or [], state.get("index", 0)
+    if state.get("outcome"):
+        return f"{text} {state['outcome']}"
+    if isinstance(index, int) and 0 <= index < len(phases):
+        phase = phases[index]
+        text += f" step {phase}%" if isinstance(phase, int) else f" {phase}"
+    if state.get("window"):
+        text += f", window {state['window']}"
+    return text
+
+
+class RolloutEvent(TriggerEvent):
+    """The trigger's event: the state as payload, a one-line summary as repr (the triggerer logs it)."""
+
+    def __repr__(self) -> str:
+        payload = self.payload if isinstance(self.payload, dict) else {}
+        return f"TriggerEvent<{summary(payload.get('state'))}: analysis window due>"
+
+    __str__ = __repr__
 
 
 class RolloutWaitTrigger(BaseTrigger):
@@ -34,11 +64,14 @@ class RolloutWaitTrigger(BaseTrigger):
             "state": self.state,
         }
 
+    def __repr__(self) -> str:
+        return f"<RolloutWaitTrigger {summary(self.state)}: next analysis in {self.seconds:.0f} s>"
+
     async def run(self):
         import asyncio
 
         await asyncio.sleep(self.seconds)
-        yield TriggerEvent({"state": self.state})
+        yield RolloutEvent({"state": self.state})
 
 
 class RolloutOperator(BaseOperator):
@@ -54,8 +87,8 @@ class RolloutOperator(BaseOperator):
         self.steps = steps
 
     def _cfg(self):
-        from mlops import defaults
-        from mlops.modelconfig import get_model_config
+        from mlops.config import defaults
+        from mlops.config.model import get_model_config
 
         return get_model_config(self.model, defaults.models_dir())
 
@@ -68,12 +101,30 @@ class RolloutOperator(BaseOperator):
         state["analysis_overrides"] = c.get("analysis_overrides") or {}
         self.log.info("rollout of %s v%s (%s, steps %s) against stable v%s", self.model, c["version"],
                       self.strategy, steps, c["stable_version"])  # fmt: skip
+        p = self._policy(self._cfg())
+        self.log.info(
+            "analysis: windows of %.0f s, %d canary requests per verdict, wait at most %.0f s, replay %s, "
+            "promotion on replayed traffic alone %s; overrides of this run: %s",
+            p.window_s,
+            p.min_requests,
+            p.max_wait_s,
+            "on" if p.replay else "off",
+            "allowed" if p.allow_replay_only else "refused",
+            ", ".join(f"{k}={v}" for k, v in state["analysis_overrides"].items()) or "none",
+        )
         return self._advance(context, state)
+
+    def _policy(self, cfg: Any):
+        from mlops.config.model import AnalysisConfig
+
+        if self.candidate.get("analysis"):
+            return AnalysisConfig(**self.candidate["analysis"])
+        return cfg.deployment.analysis
 
     def resume(self, context: Any, event: Any = None) -> Any:
         return self._advance(context, event["state"])
 
-    def _advance(self, context: Any, state: dict[str, Any] | None) -> Any:
+    def _advance(self, context: Any, state: dict[str, Any]) -> Any:
         from airflow.sdk.exceptions import AirflowFailException
         from mlops.deploy import rollout, service
 
@@ -82,17 +133,9 @@ class RolloutOperator(BaseOperator):
         cfg = self._cfg()
         uri = MlflowHook().tracking_uri()
         target = service.make_target(cfg, uri)
-        from mlops.modelconfig import AnalysisConfig
-
-        policy = (
-            AnalysisConfig(**self.candidate["analysis"])
-            if self.candidate.get("analysis")
-            else cfg.deployment.analysis
-        )
+        policy = self._policy(cfg)
+        # advance() logs one line per step and window itself (mlops.deploy.rollout): nothing to add here
         state, wait = rollout.advance(target, state, policy, service.replayer(cfg, target))
-        for h in state["history"][len(state.get("_logged", [])) :]:
-            self.log.info("window %s: %s — %s", h["phase"], h["decision"], "; ".join(h.get("reasons", [])))
-        state["_logged"] = [h["phase"] for h in state["history"]]
         if wait is not None:
             self.defer(
                 trigger=RolloutWaitTrigger(wait, state),

@@ -27,8 +27,8 @@ def test_no_import_errors(dagbag):
 
 
 def test_one_training_dag_per_model_config(dagbag):
-    from mlops.modelconfig import discover_model_configs
-    from mlops.settings import get_settings
+    from mlops.config.model import discover_model_configs
+    from mlops.config.settings import get_settings
 
     models = discover_model_configs(get_settings().models_dir)
     assert models, "no model configs found"
@@ -108,3 +108,34 @@ def test_ruff_bans_heavy_module_level_imports_in_dags(tmp_path):
     finally:
         bad.unlink()
     assert res.returncode == 1 and "TID253" in res.stdout
+
+
+def test_continuous_dags_keep_creating_runs(dagbag):
+    """A continuous DAG must get a new logical date for every run, or the scheduler stops at the second.
+
+    Without a start date, ContinuousTimetable gives the second run the first run's logical date; the
+    scheduler then logs "run already exists" forever and the retraining DAG never waits for alerts
+    again. Simulate five runs in a row with each DAG's timetable as the scheduler sees it (serialized).
+    """
+    import time
+
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.timetables.base import TimeRestriction
+    from airflow.timetables.simple import ContinuousTimetable
+
+    scheduled = {
+        d: DagSerialization.from_dict(DagSerialization.to_dict(dag)) for d, dag in dagbag.dags.items()
+    }
+    continuous = {d: dag for d, dag in scheduled.items() if isinstance(dag.timetable, ContinuousTimetable)}
+    assert any(d.endswith("_retraining") for d in continuous), "the retraining DAGs are continuous"
+    for dag_id, dag in continuous.items():
+        assert dag.start_date is not None, f"{dag_id}: a continuous DAG needs a start_date"
+        restriction = TimeRestriction(dag.start_date, dag.end_date, catchup=False)
+        last, seen = None, []
+        for _ in range(5):
+            info = dag.timetable.next_dagrun_info(last_automated_data_interval=last, restriction=restriction)
+            assert info is not None, f"{dag_id}: the timetable stopped scheduling"
+            seen.append(info.logical_date)
+            last = info.data_interval
+            time.sleep(0.01)
+        assert len(set(seen)) == len(seen), f"{dag_id}: repeated logical dates {seen}"

@@ -25,7 +25,7 @@ def require_monitoring() -> None:
     """Skip when Prometheus/Alertmanager/Pushgateway are not installed, except under CI (.ci/run installs them)."""
     import os
 
-    from mlops import observability
+    from mlops.stack import observability
 
     missing = observability.missing()
     if not missing:
@@ -39,19 +39,22 @@ class MonitoringStack:
     """Real Prometheus + Pushgateway + Alertmanager on free ports, configured as `make up` does."""
 
     def __init__(self, home):
-        from mlops import observability
-        from mlops.settings import Settings
+        from mlops.config.secrets import ensure_secrets
+        from mlops.config.settings import Settings
+        from mlops.stack import observability
 
         from tests.helpers import free_port
 
         self.home = home
-        self.settings = Settings(
-            home=home,
-            prometheus_url=f"http://127.0.0.1:{free_port()}",
-            alertmanager_url=f"http://127.0.0.1:{free_port()}",
-            pushgateway_url=f"http://127.0.0.1:{free_port()}",
-            airflow_port=free_port(),  # the webhook's receiver: nothing listens there unless a test does
-            serving_port=free_port(),
+        self.settings = ensure_secrets(
+            Settings(
+                home=home,
+                prometheus_url=f"http://127.0.0.1:{free_port()}",
+                alertmanager_url=f"http://127.0.0.1:{free_port()}",
+                pushgateway_url=f"http://127.0.0.1:{free_port()}",
+                airflow_port=free_port(),  # the webhook's receiver: nothing listens there unless a test does
+                serving_port=free_port(),
+            )
         )
         self.rendered = observability.render(self.settings)
         self._services = {svc.name: svc for svc in observability.services(self.settings)}
@@ -66,7 +69,7 @@ class MonitoringStack:
         import os
         import time
 
-        from mlops import procs
+        from mlops.deploy.local import procs
 
         svc = self._services[name]
         log = self.home / "logs" / f"{name}.log"
@@ -82,17 +85,17 @@ class MonitoringStack:
             time.sleep(0.2)
 
     def stop(self, name) -> None:
-        from mlops import procs
+        from mlops.deploy.local import procs
 
         procs.stop(self._pidfile(name), timeout=20.0)
 
     def start_alertmanager(self) -> None:
-        from mlops.observability import ALERTMANAGER
+        from mlops.stack.observability import ALERTMANAGER
 
         self.start(ALERTMANAGER)
 
     def stop_alertmanager(self) -> None:
-        from mlops.observability import ALERTMANAGER
+        from mlops.stack.observability import ALERTMANAGER
 
         self.stop(ALERTMANAGER)
 

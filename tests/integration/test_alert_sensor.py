@@ -7,7 +7,8 @@ import asyncio
 import re
 import time
 
-from mlops import alerting
+from mlops.alerting.ledger import open_ledger
+from mlops.monitoring.metrics import drift_samples, push_samples
 
 SUMMARY = {
     "model": "churn_outage", "model_version": "7", "dvc_rev": "abc123", "status": "drift",
@@ -31,7 +32,7 @@ def test_sensor_survives_an_alertmanager_outage_and_resumes(monitoring_stack, tm
         assert not waiting.done(), "the trigger ended while its source was down"
         await asyncio.to_thread(monitoring_stack.start_alertmanager)
         await asyncio.to_thread(
-            alerting.push_samples, alerting.drift_samples(SUMMARY), monitoring_stack.pushgateway_url,
+            push_samples, drift_samples(SUMMARY), monitoring_stack.pushgateway_url,
             {"model": "churn_outage"},
         )  # fmt: skip
         t0 = time.monotonic()
@@ -47,7 +48,7 @@ def test_sensor_survives_an_alertmanager_outage_and_resumes(monitoring_stack, tm
     delays = [float(re.search(r"next try in (\d+)s", ln)[1]) for ln in errors]
     assert delays == sorted(delays) and delays[-1] > delays[0], f"no backoff: {delays}"
     assert any("alert source is back" in ln for ln in lines)
-    (entry,) = alerting.ledger(tmp_path).entries("churn_outage")
+    (entry,) = open_ledger(tmp_path).entries("churn_outage")
     assert entry["name"] == "ModelDriftDetected" and entry["source"] == "alertmanager"
     assert entry["alert"]["labels"]["model_version"] == "7" and entry["decision"] is None
     assert entry["alert"]["labels"]["drifted_features"] == "monthly_charges"

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import airflow  # noqa: F401  (importing airflow puts its plugins folder, ./plugins, on sys.path)
 import pytest
-from mlops.datagen import generate_churn, write_frame
-from mlops.defaults import DEFAULT_DOCKER_URL, docker_url
+from mlops.config.defaults import DEFAULT_DOCKER_URL, docker_url
+from mlops.demo.datagen import generate_churn, write_frame
 from mlops_airflow.backends import docker_training_operator
 
 from tests.helpers import REPO
@@ -131,7 +131,7 @@ def runtime_mounts(*extra: str) -> list[str]:
 
 
 def churn_config(image: str = TEST_IMAGE, mem_limit: str | None = None):
-    from mlops.modelconfig import BUILTIN_MODELS_DIR, DockerConfig, get_model_config
+    from mlops.config.model import BUILTIN_MODELS_DIR, DockerConfig, get_model_config
 
     cfg = get_model_config("churn", BUILTIN_MODELS_DIR)
     docker = DockerConfig(image=image, network_mode="host", mem_limit=mem_limit)
@@ -186,7 +186,7 @@ import json, os
 from pathlib import Path
 
 from airflow.sdk import DAG, task
-from mlops.modelconfig import BUILTIN_MODELS_DIR, DockerConfig, get_model_config
+from mlops.config.model import BUILTIN_MODELS_DIR, DockerConfig, get_model_config
 from mlops_airflow.backends import docker_training_operator, training_result
 
 P = json.loads(os.environ["MLOPS_TEST_DOCKER"])
@@ -233,7 +233,7 @@ print("RESULT " + json.dumps({"state": str(dr.state), "tasks": states}))
 
 def test_docker_backend_trains_and_registers_through_podman(docker_api, test_image, mlflow_uri, tmp_path):
     from mlflow import MlflowClient
-    from mlops.modelconfig import BUILTIN_MODELS_DIR
+    from mlops.config.model import BUILTIN_MODELS_DIR
 
     data_dir = tmp_path / "data"
     batch = data_dir / "batch-0001.csv"

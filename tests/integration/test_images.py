@@ -21,13 +21,13 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from mlops import images
-from mlops.defaults import docker_url
+from mlops.config.defaults import docker_url
+from mlops.packaging import context, engine, errors, locks, record, refs
 
 from tests.helpers import free_port, save_churn_model
 
 DOCKER_URL = docker_url()
-REGISTRY = os.environ.get("MLOPS_IMAGE_REGISTRY") or images.DEFAULT_REGISTRY
+REGISTRY = os.environ.get("MLOPS_IMAGE_REGISTRY") or refs.DEFAULT_REGISTRY
 IN_CI = os.environ.get("CI", "").lower() == "true"
 #: Not the backends' localhost/mlops-train:latest: a test run does not replace a developer's image.
 TRAINING_TAG = "localhost/mlops-train:test"
@@ -44,15 +44,15 @@ def _unavailable(reason: str) -> None:
 def api():
     """The Docker-API engine, the local registry and the base image, or a skip (locally) / failure (CI)."""
     try:
-        client = images.engine(DOCKER_URL)
-    except images.EngineUnreachable as exc:
+        client = engine.engine(DOCKER_URL)
+    except errors.EngineUnreachable as exc:
         _unavailable(str(exc))
     try:
-        images.check_registry(REGISTRY)
-    except images.RegistryUnreachable as exc:
+        engine.check_registry(REGISTRY)
+    except errors.RegistryUnreachable as exc:
         client.close()
         _unavailable(str(exc))
-    base = images.default_base_image()
+    base = refs.default_base_image()
     if not client.images(name=base):
         client.close()
         _unavailable(f"no base image {base}")
@@ -112,11 +112,11 @@ def wait_ready(url: str, api, cid: str, timeout: float = 120) -> None:
 
 def test_serving_image_built_pushed_recorded_and_served_by_digest(api, registered, mlflow_uri):
     from mlflow import MlflowClient
-    from mlops.datagen import generate_churn
+    from mlops.demo.datagen import generate_churn
 
     name, version, run_id, pipe, cfg = registered
     t0 = time.monotonic()
-    ref = images.build_and_push(
+    ref = engine.build_and_push(
         name, version, tracking_uri=mlflow_uri, registry=REGISTRY, docker_url=DOCKER_URL
     )
     build_s = time.monotonic() - t0
@@ -134,18 +134,18 @@ def test_serving_image_built_pushed_recorded_and_served_by_digest(api, registere
     assert resp.status_code == 200, resp.text
     assert ref.digest == resp.headers["Docker-Content-Digest"]
     client = MlflowClient(mlflow_uri)
-    images.record_image(client, name, version, ref)
+    record.record_image(client, name, version, ref)
     tags = client.get_model_version(name, version).tags
     assert tags["image"] == f"{REGISTRY}/mlops/{name}-serving@{ref.digest}"
     assert tags["image.digest"] == ref.digest
-    assert images.recorded_image(client, name, version) == ref
+    assert record.recorded_image(client, name, version) == ref
 
     # what the image carries: labels, non-root user, the model, a health check
     info = api.inspect_image(ref.by_tag)
     labels = info["Config"]["Labels"]
     assert labels["io.mlops.model.name"] == name and labels["io.mlops.model.version"] == str(version)
     assert labels["io.mlops.model.run_id"] == run_id
-    assert labels["org.opencontainers.image.revision"] == images.git_revision()
+    assert labels["org.opencontainers.image.revision"] == context.git_revision()
     assert "org.opencontainers.image.source" in labels
     assert info["Config"]["User"] == "10001:10001"
     assert f"MLOPS_SERVE_MODEL_VERSION={version}" in info["Config"]["Env"]
@@ -201,14 +201,14 @@ def test_training_image_runs_the_training_entrypoint(api, mlflow_uri, tmp_path):
     data folder mounted read-only at the same path, MLflow over the host network; it trains,
     registers a version and prints the result line the backend's XCom parser reads."""
     from mlflow import MlflowClient
-    from mlops.data import file_sha256
-    from mlops.datagen import generate_churn, write_frame
-    from mlops.modelconfig import BUILTIN_MODELS_DIR
-    from mlops.training import entrypoint_argv
+    from mlops.config.model import BUILTIN_MODELS_DIR
+    from mlops.data.io import file_sha256
+    from mlops.demo.datagen import generate_churn, write_frame
+    from mlops.training.spec import entrypoint_argv
     from mlops_airflow.backends import training_result
 
     t0 = time.monotonic()
-    ref = images.build_training_image(TRAINING_TAG, docker_url=DOCKER_URL)
+    ref = engine.build_training_image(TRAINING_TAG, docker_url=DOCKER_URL)
     build_s = time.monotonic() - t0
     info = api.inspect_image(ref.by_tag)
     assert info["Config"]["User"] == "10001:10001"
@@ -262,10 +262,10 @@ def test_build_failure_reports_the_log_tail(api, tmp_path):
     context = tmp_path / "ctx"
     context.mkdir()
     (context / "Dockerfile").write_text(
-        f"FROM {images.default_base_image()} AS serving\nRUN echo step-before-failure && exit 3\n"
+        f"FROM {refs.default_base_image()} AS serving\nRUN echo step-before-failure && exit 3\n"
     )
-    with pytest.raises(images.ImageBuildError) as err:
-        images.build_image(api, context, tag="localhost/mlops-test-broken:1", target="serving", args={})
+    with pytest.raises(errors.ImageBuildError) as err:
+        engine.build_image(api, context, tag="localhost/mlops-test-broken:1", target="serving", args={})
     assert "step-before-failure" in err.value.log_tail
     assert "localhost/mlops-test-broken:1" in str(err.value)
 
@@ -274,18 +274,18 @@ def test_unreachable_registry_fails_before_building(api, registered, mlflow_uri)
     name, version, *_ = registered
     closed = f"127.0.0.1:{free_port()}"
     t0 = time.monotonic()
-    with pytest.raises(images.RegistryUnreachable, match=closed):
-        images.build_and_push(name, version, tracking_uri=mlflow_uri, registry=closed, docker_url=DOCKER_URL)
+    with pytest.raises(errors.RegistryUnreachable, match=closed):
+        engine.build_and_push(name, version, tracking_uri=mlflow_uri, registry=closed, docker_url=DOCKER_URL)
     assert time.monotonic() - t0 < 15
 
 
 def test_base_image_has_python_and_venv(api):
     """The base image from infra/images/make-base-image.sh: Python 3.11 with the venv module."""
     out = subprocess.run(
-        ["podman", "run", "--rm", "--network", "none", images.default_base_image(), "python3", "-c",
+        ["podman", "run", "--rm", "--network", "none", refs.default_base_image(), "python3", "-c",
          "import platform, venv, ensurepip; print(platform.python_version())"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith("3.11."), out.stdout
-    assert Path(images.IMAGES_DIR / "make-base-image.sh").is_file()
+    assert Path(locks.images_dir() / "make-base-image.sh").is_file()

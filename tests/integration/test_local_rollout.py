@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from mlops.datagen import generate_churn
-from mlops.deploy.local import LocalTarget
+from mlops.config.model import AnalysisConfig, get_model_config
+from mlops.config.settings import Settings, get_settings
+from mlops.demo.datagen import generate_churn
+from mlops.demo.traffic import Traffic
+from mlops.deploy.local.target import LocalTarget
 from mlops.deploy.rollout import PROMOTED, ROLLED_BACK, plan, run
 from mlops.deploy.target import DeploymentError
-from mlops.deploy.traffic import Traffic
-from mlops.modelconfig import AnalysisConfig, get_model_config
-from mlops.settings import Settings, get_settings
 
 from tests.helpers import free_port, register_churn_model
 

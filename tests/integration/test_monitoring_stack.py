@@ -8,9 +8,13 @@ import time
 
 import httpx
 import pytest
-from mlops import alerting, observability
-from mlops.deploy.local import LocalTarget
-from mlops.settings import Settings
+from mlops.alerting.alerts import DRIFT_ALERT
+from mlops.alerting.sources import AlertmanagerSource, AlertSourceError, PrometheusSource
+from mlops.config.secrets import ensure_secrets
+from mlops.config.settings import Settings
+from mlops.deploy.local.target import LocalTarget
+from mlops.monitoring.metrics import drift_samples, push_samples
+from mlops.stack import observability
 
 from tests.integration.conftest import require_monitoring
 
@@ -44,7 +48,7 @@ def test_rules_pass_promtool_check_and_unit_tests():
 
 def test_rendered_configs_are_valid(tmp_path):
     require_monitoring()
-    rendered = observability.render(Settings(home=tmp_path))
+    rendered = observability.render(ensure_secrets(Settings(home=tmp_path)))
     prom = _tool("promtool", "check", "config", str(rendered.prometheus_yml))
     assert prom.returncode == 0, prom.stdout + prom.stderr
     assert "1 rule files found" in prom.stdout
@@ -59,7 +63,7 @@ def _wait_for(what: str, fn, timeout: float = 45.0, pause: float = 1.0):
     while time.monotonic() < deadline:
         try:
             last = fn()
-        except alerting.AlertSourceError as exc:
+        except AlertSourceError as exc:
             last = exc
         else:
             if last:
@@ -76,13 +80,13 @@ def _query(prometheus_url: str, promql: str) -> list[dict]:
 
 def test_pushed_drift_fires_in_prometheus_and_alertmanager(monitoring_stack):
     t0 = time.monotonic()
-    samples = alerting.drift_samples(DRIFT_SUMMARY)
-    alerting.push_samples(samples, monitoring_stack.pushgateway_url, {"model": "churn"})
+    samples = drift_samples(DRIFT_SUMMARY)
+    push_samples(samples, monitoring_stack.pushgateway_url, {"model": "churn"})
 
     def drift_alerts(source):
-        return [a for a in source.firing() if a.name == alerting.DRIFT_ALERT]
+        return [a for a in source.firing() if a.name == DRIFT_ALERT]
 
-    am = alerting.AlertmanagerSource(monitoring_stack.alertmanager_url)
+    am = AlertmanagerSource(monitoring_stack.alertmanager_url)
     (alert,) = _wait_for("ModelDriftDetected in Alertmanager", lambda: drift_alerts(am))
     fired_after = time.monotonic() - t0
     assert fired_after >= 10  # the rule's `for: 10s` was respected
@@ -93,7 +97,7 @@ def test_pushed_drift_fires_in_prometheus_and_alertmanager(monitoring_stack):
     conf = alert.for_conf()
     assert conf["drifted_features"] == ["monthly_charges"] and conf["dvc_rev"] == "abc123"
 
-    (prom_alert,) = drift_alerts(alerting.PrometheusSource(monitoring_stack.prometheus_url))
+    (prom_alert,) = drift_alerts(PrometheusSource(monitoring_stack.prometheus_url))
     assert prom_alert.labels["model"] == "churn" and prom_alert.labels["model_version"] == "3"
     assert "churn v3" in prom_alert.annotations["summary"]
 
@@ -119,17 +123,15 @@ def test_backends_written_by_the_local_target_are_scraped(monitoring_stack):
 
 def test_alertmanager_outage_and_return(monitoring_stack):
     """What a sensor sees: an error while Alertmanager is down, the firing alert again once it is back."""
-    alerting.push_samples(
-        alerting.drift_samples(DRIFT_SUMMARY), monitoring_stack.pushgateway_url, {"model": "churn"}
-    )
-    am = alerting.AlertmanagerSource(monitoring_stack.alertmanager_url, timeout=2)
+    push_samples(drift_samples(DRIFT_SUMMARY), monitoring_stack.pushgateway_url, {"model": "churn"})
+    am = AlertmanagerSource(monitoring_stack.alertmanager_url, timeout=2)
     monitoring_stack.stop_alertmanager()
-    with pytest.raises(alerting.AlertSourceError):
+    with pytest.raises(AlertSourceError):
         am.firing()
     monitoring_stack.start_alertmanager()
     alerts = _wait_for(
         "ModelDriftDetected after the restart",
-        lambda: [a for a in am.firing() if a.name == alerting.DRIFT_ALERT],
+        lambda: [a for a in am.firing() if a.name == DRIFT_ALERT],
         timeout=30,
     )
     assert alerts[0].labels["model"] == "churn"

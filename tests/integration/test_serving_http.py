@@ -22,7 +22,7 @@ THREADS = 8
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
-    from mlops.datagen import generate_churn
+    from mlops.demo.datagen import generate_churn
 
     path = tmp_path_factory.mktemp("model") / "churn"
     pipe, cfg = save_churn_model(path, seed=5)

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlops.data import file_sha256
-from mlops.datagen import generate, write_frame
-from mlops.deploy.traffic import Traffic
-from mlops.registry import CHALLENGER, CHAMPION, PREVIOUS, alias_version
+from mlops.data.io import file_sha256
+from mlops.demo.datagen import generate, write_frame
+from mlops.demo.traffic import Traffic
+from mlops.registry.aliases import CHALLENGER, CHAMPION, PREVIOUS, alias_version
 
 from tests.helpers import REPO, free_port
 
@@ -114,8 +114,8 @@ class Env:
         return MlflowClient(self.mlflow_uri)
 
     def target(self):
-        from mlops.deploy.local import LocalTarget
-        from mlops.settings import Settings
+        from mlops.config.settings import Settings
+        from mlops.deploy.local.target import LocalTarget
 
         return LocalTarget(
             "churn",
@@ -127,8 +127,8 @@ class Env:
         )
 
     def traffic(self, clients: int = 3) -> Traffic:
-        from mlops.modelconfig import get_model_config
-        from mlops.settings import get_settings
+        from mlops.config.model import get_model_config
+        from mlops.config.settings import get_settings
 
         cfg = get_model_config("churn", get_settings().models_dir)
         rows = json.loads(generate("churn", 300, seed=77)[cfg.features.all].to_json(orient="records"))
@@ -265,8 +265,8 @@ def test_3c_monitoring_flags_drifted_traffic_and_not_normal_traffic(env):
     import time
     from datetime import UTC, datetime
 
-    from mlops.modelconfig import get_model_config
-    from mlops.settings import get_settings
+    from mlops.config.model import get_model_config
+    from mlops.config.settings import get_settings
 
     cfg = get_model_config("churn", get_settings().models_dir)
     client = env.client()
@@ -276,7 +276,8 @@ def test_3c_monitoring_flags_drifted_traffic_and_not_normal_traffic(env):
     result, log = env.run("churn_monitoring")
     assert result["state"] == "success", env.failed_tasks_log(result, log)
     assert result["tasks"] == {
-        "check_drift": "success", "publish_metrics": "success", "is_drift": "success", "announce_drift": "skipped",
+        "window": "success", "check_drift": "success", "publish_metrics": "success", "is_drift": "success",
+        "announce_drift": "skipped",
     }  # fmt: skip
     assert f"v{champion}" in log and "no drift" in log.lower()
 
@@ -308,7 +309,7 @@ def _retraining_env(env, **retraining) -> dict:
     import shutil
 
     import yaml
-    from mlops.settings import get_settings
+    from mlops.config.settings import get_settings
 
     folder = env.root / f"models-{len(list(env.root.glob('models-*')))}"
     shutil.copytree(get_settings().models_dir, folder)
@@ -319,7 +320,7 @@ def _retraining_env(env, **retraining) -> dict:
 
 
 def _storm(champion: str, wave: str, n: int = 50):
-    from mlops.alerting import Alert
+    from mlops.alerting.alerts import Alert
 
     labels = {"alertname": "ModelDriftDetected", "model": "churn", "model_version": champion}
     return [
@@ -336,17 +337,17 @@ def _storm(champion: str, wave: str, n: int = 50):
 
 
 def test_3d_alert_storm_starts_exactly_one_retrain_and_a_second_wave_none(env):
-    from mlops import alerting
+    from mlops.alerting.ledger import open_ledger
 
     champion = alias_version(env.client(), "churn", CHAMPION)
-    ledger = alerting.ledger(Path(env.vars["MLOPS_HOME"]))
+    ledger = open_ledger(Path(env.vars["MLOPS_HOME"]))
     assert ledger.record(_storm(champion, "a")) == 50  # what 50 webhook deliveries record
     result, log = env.run("churn_retraining")
     assert result["state"] == "success", env.failed_tasks_log(result, log)
     assert result["tasks"]["trigger_training"] == "success"
     (run,) = env.dag_runs("churn_training", "retrain__", fail_queued=True)
     alert = run["conf"]["alert"]
-    assert run["run_id"].startswith("retrain__ModelDriftDetected__a") and alert["model_version"] == champion
+    assert run["run_id"].startswith("retrain__ModelDriftDetected__") and alert["model_version"] == champion
     assert alert["source"] == "webhook" and alert["name"] == "ModelDriftDetected"
     # a second wave inside the cooldown (60 min in churn.yaml): no retrain, all 50 recorded as suppressed
     assert ledger.record(_storm(champion, "b")) == 50
@@ -387,15 +388,13 @@ def test_3e_drift_alert_from_the_local_source_retrains_with_the_alert_in_conf(en
 
 def test_3f_drift_metric_through_prometheus_and_alertmanager_starts_a_retrain(env, monitoring_stack):
     """Real Pushgateway -> Prometheus rule -> Alertmanager -> the sensor -> a training run with the alert."""
-    from mlops import alerting
+    from mlops.monitoring.metrics import drift_samples, push_samples
 
     champion = alias_version(env.client(), "churn", CHAMPION)
     summary = {"model": "churn", "model_version": champion, "dvc_rev": "feedbeef", "status": "drift",
                "drifted_features": ["contract_type", "monthly_charges"], "drifted_share": 0.4, "rows": 900,
                "report": "http://127.0.0.1:8080/mlops/reports/drift/churn/x.html", "features": []}  # fmt: skip
-    alerting.push_samples(
-        alerting.drift_samples(summary), monitoring_stack.pushgateway_url, {"model": "churn"}
-    )
+    push_samples(drift_samples(summary), monitoring_stack.pushgateway_url, {"model": "churn"})
     extra = {
         **_retraining_env(env, cooldown_minutes=0, daily_budget=10, poll_interval_s=2),
         "MLOPS_ALERT_SOURCE": "alertmanager",
@@ -413,8 +412,8 @@ def test_3f_drift_metric_through_prometheus_and_alertmanager_starts_a_retrain(en
     )
     assert alert["report"] == summary["report"] and "churn" in alert["summary"]
     # withdrawn so later tests see no firing drift alert
-    alerting.push_samples(alerting.drift_samples({**summary, "status": "no_drift"}),
-                          monitoring_stack.pushgateway_url, {"model": "churn"})  # fmt: skip
+    push_samples(drift_samples({**summary, "status": "no_drift"}),
+                 monitoring_stack.pushgateway_url, {"model": "churn"})  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 import yaml
-from mlops.datagen import generate_churn, write_frame
-from mlops.modelconfig import BUILTIN_MODELS_DIR, load_model_config
-from mlops.pipeline import judge_candidate, promote_candidate, reject_candidate
-from mlops.registry import CHALLENGER, CHAMPION, PREVIOUS, alias_version
+from mlops.config.model import BUILTIN_MODELS_DIR, load_model_config
+from mlops.demo.datagen import generate_churn, write_frame
+from mlops.gate.judge import judge_candidate, promote_candidate, reject_candidate
+from mlops.registry.aliases import CHALLENGER, CHAMPION, PREVIOUS, alias_version
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_cli_train_registers_challenger_with_lineage(tmp_path, mlflow_uri, model
         assert m in run.data.metrics
     # the drift reference is computed once, at training time, and stored with the version's run
     from mlflow.artifacts import download_artifacts
-    from mlops.drift import ReferenceProfile
+    from mlops.drift.profile import ReferenceProfile
 
     path = download_artifacts(
         run_id=mv.run_id,
@@ -100,7 +100,7 @@ def test_cli_train_registers_challenger_with_lineage(tmp_path, mlflow_uri, model
 
 def test_gate_promotes_then_rejects_and_champion_is_untouched(tmp_path, mlflow_uri, models_dir):
     from mlflow import MlflowClient
-    from mlops.training import train
+    from mlops.training.train import train
 
     d, name = models_dir
     cfg = load_model_config(d / f"{name}.yaml")
@@ -132,7 +132,7 @@ def test_gate_promotes_then_rejects_and_champion_is_untouched(tmp_path, mlflow_u
 
 
 def test_bad_target_is_refused_before_anything_is_logged(tmp_path, mlflow_uri, models_dir):
-    from mlops.training import train
+    from mlops.training.train import train
 
     d, name = models_dir
     cfg = load_model_config(d / f"{name}.yaml")

@@ -6,8 +6,11 @@ import json
 import sqlite3
 
 import pytest
-from mlops import alerting
-from mlops.alerting import Alert, AlertLedger, LocalAlertSource, LocalMetricStore, Sample
+from mlops.alerting.alerts import Alert, fingerprint
+from mlops.alerting.ledger import AlertLedger, retrain_run_id
+from mlops.alerting.local import LocalAlertSource, LocalMetricStore, Rule, parse_duration
+from mlops.alerting.webhook import alerts_from_webhook
+from mlops.monitoring.metrics import Sample, drift_samples, publish_drift
 
 SUMMARY = {
     "model": "churn",
@@ -43,7 +46,7 @@ groups:
 
 
 def test_drift_samples_name_units_and_labels():
-    samples = alerting.drift_samples(SUMMARY, now=1000.0)
+    samples = drift_samples(SUMMARY, now=1000.0)
     by_name = {}
     for s in samples:
         by_name.setdefault(s.name, []).append(s)
@@ -60,14 +63,24 @@ def test_drift_samples_name_units_and_labels():
     # a missing / NaN statistic is left out, never published as NaN
     assert {s.labels["feature"] for s in by_name["mlops_drift_feature_p_value"]} == {"monthly_charges", "age"}
     assert {s.labels["feature"] for s in by_name["mlops_drift_feature_psi"]} == {"monthly_charges", "age"}
-    no_drift = alerting.drift_samples({**SUMMARY, "status": "no_drift", "drifted_features": []})
+    no_drift = drift_samples({**SUMMARY, "status": "no_drift", "drifted_features": []})
     assert no_drift[0].value == 0.0 and no_drift[0].labels["drifted_features"] == ""
 
 
 def test_rules_parse_durations_and_only_simple_ones_are_local():
-    assert alerting.parse_duration("1m30s") == 90 and alerting.parse_duration("") == 0
+    assert parse_duration("1m30s") == 90 and parse_duration("") == 0
     with pytest.raises(ValueError, match="duration"):
-        alerting.parse_duration("5 minutes")
+        parse_duration("5 minutes")
+
+
+def test_the_default_retraining_alert_is_a_shipped_rule_the_local_source_can_judge():
+    from mlops.alerting.local import load_rules
+    from mlops.config.model import DRIFT_ALERT, RetrainingConfig
+    from mlops.config.resources import alert_rules_file
+
+    assert RetrainingConfig().alerts == [DRIFT_ALERT]
+    (rule,) = [r for r in load_rules(alert_rules_file()) if r.name == DRIFT_ALERT]
+    assert rule.simple, rule.expr
 
 
 def _source(tmp_path):
@@ -80,7 +93,7 @@ def test_local_source_applies_threshold_and_for_duration(tmp_path):
     store, source = _source(tmp_path)
     assert [r.name for r in source.rules] == ["ModelDriftDetected"]
     assert source.unsupported == ["ModelHighErrorRate"]
-    alerting.publish_drift(SUMMARY, None, store)
+    publish_drift(SUMMARY, None, store)
     assert source.firing(now=1000.0) == []  # pending
     assert source.firing(now=1029.0) == []  # still pending: for 30s
     (alert,) = source.firing(now=1030.0)
@@ -91,16 +104,16 @@ def test_local_source_applies_threshold_and_for_duration(tmp_path):
     assert alert.starts_at == "1970-01-01T00:17:10Z"  # 1030 s: when the for-duration was reached
     assert alert.for_conf()["drifted_features"] == ["contract_type", "monthly_charges"]
     # a later check without drift resolves it; drift again is a new firing with a new key
-    alerting.publish_drift({**SUMMARY, "status": "no_drift"}, None, store)
+    publish_drift({**SUMMARY, "status": "no_drift"}, None, store)
     assert source.firing(now=1100.0) == []
-    alerting.publish_drift(SUMMARY, None, store)
+    publish_drift(SUMMARY, None, store)
     assert source.firing(now=1200.0) == []
     (again,) = source.firing(now=1230.0)
     assert again.fingerprint == alert.fingerprint and again.key != alert.key
 
 
 def test_local_source_matchers(tmp_path):
-    rule = alerting.Rule("X", 'm{model="churn",model_version=~"1|2",env!="dev"} >= 1', 0)
+    rule = Rule("X", 'm{model="churn",model_version=~"1|2",env!="dev"} >= 1', 0)
     ok = Sample("m", {"model": "churn", "model_version": "2"}, 1.0)
     assert rule.matches(ok)
     assert not rule.matches(Sample("m", {"model": "churn", "model_version": "3"}, 1.0))
@@ -115,7 +128,7 @@ def _alerts(n: int, version: str = "3", name: str = "ModelDriftDetected", t: str
             name,
             {"alertname": name, "model": "churn", "model_version": version, "i": str(i)},
             {},
-            alerting.fingerprint({"i": str(i), "name": name}),
+            fingerprint({"i": str(i), "name": name}),
             t,
             "test",
         )  # fmt: skip
@@ -133,7 +146,7 @@ def test_storm_of_50_alerts_starts_exactly_one_retrain_and_a_second_wave_none(tm
     assert ledger.pending("churn") == 50
     first = ledger.decide("churn", in_flight=[], now=now + 1, **POLICY)
     assert first.accepted is not None and len(first.suppressed) == 49
-    assert first.accepted["run_id"] == alerting.retrain_run_id(first.accepted)
+    assert first.accepted["run_id"] == retrain_run_id(first.accepted)
     ledger.mark_launched(first.accepted["key"])
     assert all("coalesced into the retrain" in reason for _, reason in first.suppressed)
     assert ledger.pending("churn") == 0
@@ -229,7 +242,10 @@ def test_webhook_payload_parsing():
              "startsAt": "2026-11-26T09:00:00Z", "fingerprint": "old"},
         ],
     }  # fmt: skip
-    (alert,) = alerting.alerts_from_webhook(payload)
+    (alert,) = alerts_from_webhook(payload)
+    # what other senders (and our own tests) use as fingerprints is accepted too
+    plain = {"status": "firing", "labels": {"alertname": "X"}, "fingerprint": "issue10-0-1764921600000000000"}
+    assert alerts_from_webhook({"version": "4", "alerts": [plain]})[0].fingerprint == plain["fingerprint"]
     assert (
         alert.fingerprint == "abc" and alert.starts_at == "2026-11-26T10:00:00Z" and alert.source == "webhook"
     )
@@ -240,20 +256,28 @@ def test_webhook_payload_parsing():
         ({"version": "4", "alerts": [{"status": "odd", "labels": {"alertname": "X"}}]}, "status"),
         ({"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": "X"}, "startsAt": "soon"}]},
          "startsAt"),
+        ({"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": "X"},
+                                      "fingerprint": "x y/../evil"}]}, "fingerprint"),
+        ({"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": "X", "v": "a" * 9000}}]},
+         r"labels\['v'\]"),
+        ({"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": "X"},
+                                      "annotations": {"s": "a\x00b"}}]}, "control characters"),
+        ({"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": "X", "n": 3}}]}, "string"),
     ):  # fmt: skip
         with pytest.raises(ValueError, match=msg):
-            alerting.alerts_from_webhook(bad)
+            alerts_from_webhook(bad)
 
 
 @pytest.fixture
-def app_client(tmp_path, monkeypatch):
+def app_client(tmp_path, monkeypatch, airflow_auth):
     from fastapi.testclient import TestClient
 
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
     monkeypatch.setenv("MLOPS_ALERT_WEBHOOK_TOKEN", "s3cret")
     from mlops_airflow.reports_app import create_app
 
-    return TestClient(create_app())
+    # the ledger is a page people open: an Airflow login (the webhook has its own token)
+    return TestClient(create_app(), headers={"Authorization": f"Bearer {airflow_auth()}"})
 
 
 WEBHOOK = {
@@ -288,3 +312,32 @@ def test_webhook_receiver_refuses_unauthenticated_and_malformed(app_client, tmp_
     page = app_client.get("/alerts/")
     assert page.status_code == 200 and "f1" in page.text and "pending" in page.text
     assert json.loads(json.dumps(entry))["alert"]["labels"]["model_version"] == "3"
+
+
+def test_retrains_today_counts_what_the_daily_budget_counts(tmp_path):
+    ledger = AlertLedger(tmp_path / "ledger.db")
+    day = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+    ledger.record(_alerts(1, t="t1"), now=day - 86_400)
+    assert ledger.decide("churn", in_flight=[], now=day - 86_400, **POLICY).accepted  # yesterday
+    ledger.record(_alerts(1, t="t2"), now=day)
+    assert ledger.decide("churn", in_flight=[], now=day, **POLICY).accepted
+    assert ledger.retrains_today("churn", now=day + 60) == 1
+    assert ledger.retrains_today("other", now=day + 60) == 0
+
+
+def test_retrain_run_ids_are_valid_airflow_run_ids_whatever_the_alert_says():
+    import re
+
+    allowed = re.compile(r"^[A-Za-z0-9_.~:+-]+$")  # Airflow's [scheduler] allowed_run_id_pattern default
+    plain = {
+        "name": "ModelDriftDetected",
+        "fingerprint": "3b90299675b2d8a4",
+        "starts_at": "2026-11-26T10:00:00Z",
+    }
+    evil = {"name": "x y/../<b>é", "fingerprint": "x y/../evil", "starts_at": "2026-11-26T10:00:00Z"}
+    for alert in (plain, evil, {**plain, "name": ""}):
+        assert allowed.match(retrain_run_id(alert)), retrain_run_id(alert)
+    assert retrain_run_id(plain).startswith("retrain__ModelDriftDetected__")
+    assert retrain_run_id(plain) == retrain_run_id(dict(plain))  # a retried admission: the same run
+    assert retrain_run_id(plain) != retrain_run_id({**plain, "starts_at": "2026-11-26T11:00:00Z"})
+    assert "evil" not in retrain_run_id(evil) and ".." not in retrain_run_id(evil)

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import pytest
-from mlops.data import BatchReadError, file_sha256, load_training_frame, read_batch
-from mlops.datagen import generate_churn
-from mlops.modelconfig import BUILTIN_MODELS_DIR, get_model_config
+from mlops.config.model import BUILTIN_MODELS_DIR, get_model_config
+from mlops.data.io import BatchReadError, file_sha256, load_training_frame, read_batch
+from mlops.demo.datagen import generate_churn
 
 
 @pytest.fixture

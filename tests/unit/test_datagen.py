@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from mlops.datagen import DRIFTED_FEATURES, generate_churn, write_frame
-from mlops.modelconfig import BUILTIN_MODELS_DIR, get_model_config
+from mlops.config.model import BUILTIN_MODELS_DIR, get_model_config
+from mlops.demo.datagen import DRIFTED_FEATURES, generate_churn, write_frame
 
 
 def test_schema_matches_churn_config():
@@ -53,7 +53,7 @@ def test_write_frame_by_extension(tmp_path):
 
 
 def test_breast_cancer_batches_are_real_cases_with_stable_ids():
-    from mlops.datagen import generate_breast_cancer
+    from mlops.demo.datagen import generate_breast_cancer
 
     a, b = generate_breast_cancer(300, seed=1), generate_breast_cancer(300, seed=2)
     assert a.case_id.is_unique and len(a) == 300

@@ -9,15 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlops.cli import main
-from mlops.datagen import DRIFTED_FEATURES, generate_churn, write_frame
-from mlops.drift import (
-    DriftInputError,
-    DriftThresholds,
-    ReferenceProfile,
-    detect,
-)
-from mlops.drift_report import write_report
-from mlops.modelconfig import BUILTIN_MODELS_DIR, get_model_config
+from mlops.config.model import BUILTIN_MODELS_DIR, get_model_config
+from mlops.demo.datagen import DRIFTED_FEATURES, generate_churn, write_frame
+from mlops.drift.detect import DriftThresholds, detect
+from mlops.drift.profile import DriftInputError, ReferenceProfile
+from mlops.drift.report import write_report
 from scipy import stats
 
 CFG = get_model_config("churn", BUILTIN_MODELS_DIR)
@@ -271,7 +267,7 @@ def test_cli_exit_codes_and_messages(tmp_path, capsys):
     assert main(["drift", "--reference", str(prof), "--current", str(csv)]) == 2
     assert "bad.csv lacks column(s) ['tenure_months']" in capsys.readouterr().err
     assert main(["drift", "--reference", str(prof), "--current", str(tmp_path / "x.txt")]) == 2
-    assert "expected a .csv or .parquet file" in capsys.readouterr().err
+    assert "unsupported file type '.txt' (use .csv or .parquet)" in capsys.readouterr().err
     assert main(["drift", "--current", str(ok)]) == 2
     assert "needs --reference" in capsys.readouterr().err
     assert main(["drift", "--reference", str(ok), "--current", str(ok)]) == 2

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mlops.evaluation import _weighted_auc, paired_bootstrap
+from mlops.training.evaluation import _weighted_auc, paired_bootstrap
 from sklearn.metrics import roc_auc_score
 
 

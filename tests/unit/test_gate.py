@@ -4,7 +4,7 @@ import json
 import math
 
 import pytest
-from mlops.gate import Bound, GatePolicy, GateResult, bounds_from_config, evaluate_gate
+from mlops.gate.policy import Bound, GatePolicy, GateResult, bounds_from_config, evaluate_gate
 
 BOUNDS = bounds_from_config({"roc_auc": 0.7, "pr_auc": 0.4}, {"log_loss": 0.6})
 
@@ -63,7 +63,7 @@ def test_bound_validates_itself(bad):
 
 # --------------------------------------------------------------------------- champion comparison
 
-from mlops.gate import ConfidenceInterval  # noqa: E402
+from mlops.metrics import ConfidenceInterval  # noqa: E402
 
 POLICY = GatePolicy(
     primary_metric="roc_auc",
@@ -125,3 +125,20 @@ def test_lower_is_better_metrics_as_primary():
 def test_policy_validates_itself(bad):
     with pytest.raises(ValueError):
         GatePolicy(**bad)
+
+
+def test_a_negative_min_improvement_is_a_non_inferiority_margin():
+    """Alert-driven retrains (retraining.gate_overrides): no proven gain needed, only 'not worse by more'."""
+    from dataclasses import replace
+
+    margin = replace(POLICY, min_improvement=-0.002)
+    champion = {"roc_auc": 0.8205, "pr_auc": 0.60, "log_loss": 0.45}  # GOOD is 0.0005 worse than this
+    within = evaluate_gate(margin, GOOD, train=TRAIN, champion=champion, champion_version="3", ci=ci(-0.0015))
+    assert within.passed, str(within)
+    assert "within the non-inferiority margin" in " ".join(within.reasons)
+    beyond = evaluate_gate(margin, GOOD, train=TRAIN, champion=champion, champion_version="3", ci=ci(-0.003))
+    assert not beyond.passed and beyond.failed_checks == ["confidence:roc_auc"]
+    assert "may be more than 0.0020 worse than champion v3" in " ".join(beyond.reasons)
+    # the same interval under the ordinary gate (min_improvement 0): a gain must be proven
+    strict = evaluate_gate(POLICY, GOOD, train=TRAIN, champion=champion, champion_version="3", ci=ci(-0.0015))
+    assert not strict.passed and "improvement:roc_auc" in strict.failed_checks

@@ -12,7 +12,7 @@ from typing import Any
 
 import airflow  # noqa: F401  (importing airflow puts its plugins folder, ./plugins, on sys.path)
 import pytest
-from mlops.modelconfig import ModelConfig
+from mlops.config.model import ModelConfig
 from mlops_airflow.backends import (
     K8S_XCOM_RESULT_PATH,
     MLFLOW_SECRET_KEYS,

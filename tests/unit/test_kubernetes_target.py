@@ -18,17 +18,14 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import kubernetes_validate
 import pytest
-from mlops.deploy import k8s_manifests as m
-from mlops.deploy.kubernetes import (
-    ClientKubeApi,
-    FakeKubeApi,
-    KubeApi,
-    KubernetesTarget,
-    KubernetesTargetConfig,
-    pod_state,
-)
+from mlops.config.pods import KubernetesTargetConfig
+from mlops.deploy.kubernetes import manifests as m
+from mlops.deploy.kubernetes.api import ClientKubeApi, KubeApi, pod_state
+from mlops.deploy.kubernetes.target import KubernetesTarget
 from mlops.deploy.target import DeploymentError, DeploymentTarget
 from pydantic import ValidationError
+
+from tests.fakes.kube import FakeKubeApi
 
 K8S_VERSIONS = ["1.30.0", "1.33.0", "1.37.0"]
 NS = "mlops"

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from mlops.modelconfig import (
+from mlops.config.model import (
     BUILTIN_MODELS_DIR,
     ModelConfigError,
     discover_model_configs,
@@ -75,3 +75,28 @@ def test_gate_metric_typo_is_refused(tmp_path):
     text = VALID.format(name="m") + "gate:\n  primary_metric: roc_acu\n  min: {f1: 0.5}\n"
     with pytest.raises(ModelConfigError, match=r"gate names unknown metrics \['roc_acu'\]"):
         load_model_config(write(tmp_path, text))
+
+
+def test_retraining_overrides_change_only_storm_protection_and_are_validated():
+    r = get_model_config("churn", BUILTIN_MODELS_DIR).retraining
+    assert r.with_overrides(None) is r and r.with_overrides({}) is r
+    short = r.with_overrides({"cooldown_minutes": 1, "daily_budget": 10})
+    assert (short.cooldown_minutes, short.daily_budget) == (1.0, 10)
+    assert short.alerts == r.alerts and short.analysis_overrides == r.analysis_overrides
+    with pytest.raises(ValueError, match=r"cannot be overridden: \['alerts'\]"):
+        r.with_overrides({"alerts": []})
+    with pytest.raises(ValueError, match="cooldown_minutes"):
+        r.with_overrides({"cooldown_minutes": -5})
+    with pytest.raises(ValueError, match="JSON object"):
+        r.with_overrides(["cooldown_minutes"])
+
+
+def test_gate_overrides_of_alert_driven_retrains(tmp_path):
+    cfg = get_model_config("churn", BUILTIN_MODELS_DIR)
+    assert cfg.retraining.gate_overrides == {"min_improvement": -0.005}
+    gate = cfg.gate.with_overrides(cfg.retraining.gate_overrides)
+    assert gate.min_improvement == -0.005 and gate.primary_metric == cfg.gate.primary_metric
+    assert cfg.gate.min_improvement == 0.0  # ordinary releases keep the proven-gain rule
+    bad = VALID.format(name="m") + "retraining:\n  gate_overrides: {primary_metric: 1}\n"
+    with pytest.raises(ModelConfigError, match="gate_overrides may change"):
+        load_model_config(write(tmp_path, bad))

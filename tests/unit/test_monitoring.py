@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from mlops.monitoring import logged_frame
+from mlops.serving.predlog import logged_frame
 
 
 def test_logged_frame_keeps_only_the_version_and_window_and_survives_a_torn_line(tmp_path):
@@ -29,3 +29,15 @@ def test_logged_frame_keeps_only_the_version_and_window_and_survives_a_torn_line
     assert frame["x"].tolist() == [2.0] and frame["score"].tolist() == [0.5]
     assert logged_frame(tmp_path, now - 60, "9").empty
     assert logged_frame(tmp_path / "missing", now - 60, "3").empty
+
+
+def test_count_logged_counts_what_logged_frame_reads(tmp_path):
+    from mlops.serving.predlog import count_logged
+
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(now - 5))
+    rows = [{"ts": stamp, "model_version": v, "inputs": {"x": 1.0}, "score": 0.1} for v in ("3", "3", "4")]
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + '\n{"torn')
+    assert count_logged(tmp_path, now - 60, "3") == 2 == len(logged_frame(tmp_path, now - 60, "3"))
+    assert count_logged(tmp_path, now, "3") == 0  # nothing since "now"
+    assert count_logged(tmp_path / "missing", now - 60, "3") == 0

@@ -12,13 +12,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mlops import alerting, observability, procs, stack
-from mlops.deploy.local import LocalTarget
-from mlops.deploy.router import Router
-from mlops.serving import Metrics
-from mlops.settings import Settings
+from mlops.alerting.alerts import DRIFT_ALERT
+from mlops.alerting.local import LocalAlertSource, load_rules, local_store
+from mlops.config.settings import Settings
+from mlops.deploy.local import procs
+from mlops.deploy.local.router import Router
+from mlops.deploy.local.target import LocalTarget
+from mlops.monitoring import metrics
+from mlops.monitoring.metrics import drift_samples, publish_drift
+from mlops.serving.metrics import Metrics
+from mlops.stack import local as stack
+from mlops.stack import observability
 
-RULES = {r.name: r for r in alerting.load_rules(observability.RULES_FILE)}
+RULES = {r.name: r for r in load_rules(observability.RULES_FILE)}
 
 
 # --------------------------------------------------------------------------- rules
@@ -47,12 +53,21 @@ def test_drift_rule_is_simple_enough_for_the_local_alert_source():
     assert drift.annotations["report"] == "{{ $labels.report }}"
 
 
+def test_rule_files_use_the_drift_metric_names_defined_once():
+    """The rules name the metrics and the job the monitoring DAG publishes (mlops.monitoring.metrics)."""
+    names = {v for k, v in vars(metrics).items() if k.startswith("DRIFT_") and isinstance(v, str)}
+    assert RULES[DRIFT_ALERT].expr == f'{metrics.DRIFT_DETECTED}{{job="{metrics.DRIFT_JOB}"}} > 0'
+    for path in sorted(observability.RULES_DIR.glob("*.yml")):
+        used = set(re.findall(r"\bmlops_drift_[a-z_]+", path.read_text()))
+        assert used and used <= names, (path.name, used - names)
+
+
 def test_local_alert_source_evaluates_the_same_rule_file(tmp_path):
-    store = alerting.local_store(tmp_path)
+    store = local_store(tmp_path)
     summary = {"model": "churn", "model_version": "3", "dvc_rev": "abc123", "status": "drift",
                "drifted_features": ["tenure"], "report": "http://x/r.html", "features": []}  # fmt: skip
-    alerting.publish_drift(summary, None, store)
-    source = alerting.LocalAlertSource(store, observability.RULES_FILE, tmp_path / "state.json")
+    publish_drift(summary, None, store)
+    source = LocalAlertSource(store, observability.RULES_FILE, tmp_path / "state.json")
     assert source.unsupported == ["ModelHighErrorRate", "ModelHighLatency", "ModelNoTraffic"]
     assert source.firing(now=1000.0) == []  # pending
     (alert,) = source.firing(now=1010.0)
@@ -184,7 +199,11 @@ def test_local_target_writes_prometheus_targets_with_the_routing_table(tmp_path)
 
 # --------------------------------------------------------------------------- Grafana dashboard
 
-DASHBOARD = json.loads(observability.GRAFANA_DASHBOARD.read_text())
+DASHBOARD = json.loads(
+    (
+        Path(__file__).resolve().parents[2] / "infra" / "monitoring" / "grafana" / "mlops-model.json"
+    ).read_text()
+)
 _PROMQL_WORDS = {
     "sum", "avg", "min", "max", "count", "rate", "irate", "increase", "histogram_quantile", "scalar",
     "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "offset",
@@ -225,7 +244,7 @@ def _known_metrics(tmp_path) -> set[str]:
     router = _family_samples(Router(tmp_path / "routes.json").registry)
     summary = {"model": "m", "model_version": "1", "status": "drift",
                "features": [{"name": "f", "status": "drift", "psi": 0.3, "p_value": 0.01}]}  # fmt: skip
-    drift = {s.name for s in alerting.drift_samples(summary)}
+    drift = {s.name for s in drift_samples(summary)}
     return serving | router | drift | {"ALERTS", "ALERTS_FOR_STATE", "up"}
 
 

@@ -6,11 +6,11 @@ import json
 import shutil
 
 import pytest
-from mlops.data import file_sha256
-from mlops.datagen import generate_churn, write_frame
-from mlops.modelconfig import BUILTIN_MODELS_DIR, get_model_config
-from mlops.pipeline import landing_dir, quarantine_dir, validate_landing
-from mlops.training import entrypoint_argv
+from mlops.config.model import BUILTIN_MODELS_DIR, get_model_config
+from mlops.data.io import file_sha256
+from mlops.data.landing import landing_dir, quarantine_dir, validate_landing
+from mlops.demo.datagen import generate_churn, write_frame
+from mlops.training.spec import entrypoint_argv
 
 from tests.unit.test_validation import BAD_CASES
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from mlops.config.model import AnalysisConfig, DeploymentConfig
 from mlops.deploy.analysis import (
     FAIL,
     PASS,
@@ -17,9 +18,9 @@ from mlops.deploy.analysis import (
     snapshot_from_text,
     snapshot_to_dict,
 )
-from mlops.deploy.rollout import PROMOTED, ROLLED_BACK, advance, plan, run
+from mlops.deploy.rollout import PROMOTED, ROLLED_BACK, advance, describe_window, live_requests, plan, run
+from mlops.deploy.service import _compact
 from mlops.deploy.target import Backend, MetricsSnapshot
-from mlops.modelconfig import AnalysisConfig, DeploymentConfig
 
 INF = math.inf
 LAT = (0.005, 0.01, 0.05, 0.1, INF)
@@ -189,17 +190,17 @@ class FakeTarget:
                 )
 
 
-def drive(target, state, policy=POLICY):
+def drive(target, state, policy=POLICY, replayer=None):
     clock = [0.0]
 
     def sleep(s):
         clock[0] += s
         target.tick()
 
-    state, wait = advance(target, state, policy, now=lambda: clock[0])
+    state, wait = advance(target, state, policy, replayer, now=lambda: clock[0])
     while wait is not None:
         sleep(wait)
-        state, wait = advance(target, state, policy, now=lambda: clock[0])
+        state, wait = advance(target, state, policy, replayer, now=lambda: clock[0])
     return state
 
 
@@ -257,3 +258,195 @@ def test_plan_and_config_refuse_bad_input():
     for steps in ([50, 10, 100], [10, 50], [0, 100], []):
         with pytest.raises(ValueError, match="steps must rise"):
             DeploymentConfig(steps=steps)
+
+
+# -- live vs replayed traffic -------------------------------------------------------------------------
+
+REPLAY_POLICY = AnalysisConfig(window_s=10, min_requests=50, max_wait_s=30, p95_slack_ms=0, replay=True)
+
+
+def fake_replayer(target):
+    """Like service.replayer: each logged request goes straight to every backend (stable and candidate);
+    returns how many reached the candidate. The replayed requests look like stable's traffic."""
+    sent: list[int] = []
+
+    def replay(n):
+        for role in target.b:
+            t = target.totals[role]
+            win = snap(n, lat=(n,), score=(n / 4,) * 4)
+            target.totals[role] = MetricsSnapshot(
+                t.requests + n,
+                t.errors,
+                {k: t.latency_buckets.get(k, 0) + v for k, v in win.latency_buckets.items()},
+                {k: t.score_buckets.get(k, 0) + v for k, v in win.score_buckets.items()},
+            )
+        sent.append(n)
+        return n
+
+    replay.sent = sent
+    return replay
+
+
+def test_live_requests_are_the_window_count_minus_what_was_replayed_never_negative():
+    assert live_requests(57.0, 5) == 52
+    assert live_requests(50.0, 50) == 0
+    assert live_requests(3.0, 5) == 0  # replayed requests not (yet) counted by the server: clamp at 0
+    assert isinstance(live_requests(57.0, 5), int)
+
+
+def test_replay_only_window_waits_for_live_traffic_then_is_inconclusive_and_rolls_back(caplog):
+    t = FakeTarget(snap(0))  # no live request ever reaches the canary
+    replay = fake_replayer(t)
+    with caplog.at_level("INFO", logger="mlops.deploy.rollout"):
+        state = drive(t, plan("canary", "2", "1", [10, 50, 100]), REPLAY_POLICY, replay)
+    assert state["outcome"] == ROLLED_BACK
+    assert "no live request reached the candidate (50 replayed)" in state["reasons"][0]
+    assert "inconclusive after 30s" in state["reasons"][0]
+    assert replay.sent == [50]  # topped up once; then only waited for live traffic until max_wait_s
+    last = state["history"][-1]
+    assert (last["phase"], last["decision"], last["live"], last["replayed"]) == (10, "inconclusive", 0, 50)
+    assert (
+        last["window"] == 3
+    )  # window 1: too few -> replay; window 2: replay only -> wait; window 3: timeout
+    assert "would have passed" in last["reasons"][1]
+    assert t.calls[-2:] == [("weights", {"stable": 100}), ("remove", "canary")]
+    record = _compact(state)
+    assert record["requests"] == {"live": 0, "replayed": 50} and record["allow_replay_only"] is False
+    assert record["steps"][0]["live"] == 0 and record["steps"][0]["replayed"] == 50
+    waits = [r.getMessage() for r in caplog.records if "→ wait" in r.getMessage()]
+    assert any(
+        "no live request reached the candidate (50 replayed); waiting for live traffic" in m for m in waits
+    )
+
+
+def test_allow_replay_only_promotes_on_replayed_traffic_and_the_record_says_so():
+    t = FakeTarget(snap(0))
+    replay = fake_replayer(t)
+    policy = REPLAY_POLICY.model_copy(update={"allow_replay_only": True})
+    state = drive(t, plan("canary", "2", "1", [10, 50, 100]), policy, replay)
+    assert state["outcome"] == PROMOTED, state["reasons"]
+    assert [(h["phase"], h["live"], h["replayed"]) for h in state["history"]] == [
+        (10, 0, 50),
+        (50, 0, 50),
+        (100, 0, 50),
+    ]
+    assert all("passed on 50 replayed requests alone" in h["reasons"][-1] for h in state["history"])
+    record = _compact(state)
+    assert record["requests"] == {"live": 0, "replayed": 150} and record["replayed"] == 150
+    assert record["allow_replay_only"] is True
+    assert [(s["live"], s["replayed"]) for s in record["steps"]] == [(0, 50)] * 3
+
+
+def test_mixed_live_and_replayed_counts_are_recorded_exactly():
+    t = FakeTarget(snap(20, lat=(20,), score=(5,) * 4))  # 20 live canary requests per window
+    replay = fake_replayer(t)
+    state = drive(t, plan("canary", "2", "1", [10, 100]), REPLAY_POLICY, replay)
+    assert state["outcome"] == PROMOTED, state["reasons"]
+    # each step: window 1 has 20 live (< 50) -> 30 replayed; window 2: 20 + 30 + 20 = 70 = 40 live + 30 replayed
+    assert [(h["canary"]["requests"], h["live"], h["replayed"]) for h in state["history"]] == [
+        (70, 40, 30),
+        (70, 40, 30),
+    ]
+    assert replay.sent == [30, 30]
+    assert _compact(state)["requests"] == {"live": 80, "replayed": 60}
+
+
+def test_a_failure_on_replayed_traffic_alone_still_rolls_back():
+    t = FakeTarget(snap(0))
+    t.b["canary"] = Backend("canary", "2", "http://c")
+
+    def bad_replay(n):  # the candidate errors on the logged requests
+        for role in t.b:
+            tot = t.totals[role]
+            errors = n if role == "canary" else 0
+            t.totals[role] = MetricsSnapshot(tot.requests + n, tot.errors + errors, tot.latency_buckets,
+                                             tot.score_buckets)  # fmt: skip
+        return n
+
+    state = drive(t, plan("canary", "2", "1", [10, 100]), REPLAY_POLICY, bad_replay)
+    assert state["outcome"] == ROLLED_BACK and "error rate" in state["reasons"][0]
+    assert state["history"][-1]["decision"] == "fail" and state["history"][-1]["live"] == 0
+
+
+# -- the log: one readable line per step / window -------------------------------------------------------
+
+
+def test_window_line_is_one_readable_line():
+    entry = {
+        "phase": 10,
+        "window": 1,
+        "decision": "pass",
+        "canary": {"requests": 57.0, "errors": 0.0, "p95_ms": 12.3},
+        "stable": {"requests": 480.0, "errors": 1.0, "p95_ms": 11.0},
+        "live": 52,
+        "replayed": 5,
+        "score_shift": 0.041,
+        "reasons": ["canary 57 requests ..."],
+    }
+    line = describe_window(entry)
+    assert line == (
+        "step 10%: window 1 — canary 57 req (52 live, 5 replayed), stable 480 req, p95 12 ms vs 11 ms, "
+        "errors 0 vs 1, score shift 0.04 → pass"
+    )
+    idle = describe_window({**entry, "stable": None, "decision": "fail", "reasons": ["too slow"]},
+                           reference={"requests": 400.0, "errors": 0.0, "p95_ms": 9.5})  # fmt: skip
+    assert idle.endswith("p95 12 ms vs 9.5 ms (reference), errors 0 vs 0, score shift 0.04 → fail: too slow")
+
+
+def _messages(caplog):
+    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "mlops.deploy.rollout"]
+
+
+def test_rollout_log_has_one_line_per_step_and_window_never_the_state(caplog):
+    t = FakeTarget(GOOD)
+    with caplog.at_level("INFO", logger="mlops.deploy.rollout"):
+        drive(t, plan("canary", "2", "1", [10, 50, 100]))
+    msgs = _messages(caplog)
+    assert {lvl for lvl, _ in msgs} == {"INFO"}
+    assert all("\n" not in m and "{" not in m and "'" not in m for _, m in msgs), msgs
+    windows = [m for _, m in msgs if ": window " in m]
+    assert [w.split(" — ")[0] for w in windows] == [
+        "step 10%: window 1",
+        "step 50%: window 1",
+        "step 100%: window 1",
+    ]
+    assert windows[0].startswith("step 10%: window 1 — canary 100 req (100 live, 0 replayed), stable 900 req")
+    assert windows[0].endswith("→ pass")
+    assert "stable idle" in windows[2] and "(reference)" in windows[2]
+    assert sum("traffic canary" in m for _, m in msgs) == 3  # one line per step start
+    assert "promoted" in msgs[-1][1]
+
+    caplog.clear()
+    t = FakeTarget(snap(100, 20, lat=(100,), score=(25,) * 4))
+    with caplog.at_level("INFO", logger="mlops.deploy.rollout"):
+        drive(t, plan("canary", "2", "1", [10, 100]))
+    msgs = _messages(caplog)
+    assert "ERROR" not in {lvl for lvl, _ in msgs}
+    assert [lvl for lvl, m in msgs if "→ fail" in m or "rolled back" in m] == ["WARNING", "WARNING"]
+
+
+def test_trigger_and_event_print_a_summary_but_carry_the_whole_state():
+    import asyncio
+
+    from mlops_airflow.rollout import RolloutWaitTrigger
+
+    state = plan("canary", "2", "1", [10, 50, 100])
+    state.update(observing=True, window=2, baseline={"canary": {"requests": 1.0}})
+    trigger = RolloutWaitTrigger(10, state)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "mlops_airflow.rollout.RolloutWaitTrigger" and kwargs == {
+        "seconds": 10.0,
+        "state": state,
+    }
+    assert repr(trigger) == "<RolloutWaitTrigger rollout v2 step 10%, window 2: next analysis in 10 s>"
+
+    trigger.seconds = 0
+
+    async def first_event():
+        async for ev in trigger.run():
+            return ev
+
+    event = asyncio.run(first_event())
+    assert event.payload == {"state": state}
+    assert repr(event) == "TriggerEvent<rollout v2 step 10%, window 2: analysis window due>"
+    assert "baseline" not in repr(event) and "baseline" not in str(event)

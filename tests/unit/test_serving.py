@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import warnings
+from dataclasses import replace
 
 import httpx
 import numpy as np
 import pytest
-from mlops.serving import PredictionLog, ServingApp, ServingSettings, create_app, observe_many
+from mlops.serving.app import ServingApp, create_app
+from mlops.serving.metrics import observe_many
+from mlops.serving.predlog import PredictionLog
+from mlops.serving.settings import ServingSettings
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import save_churn_model
@@ -24,7 +28,7 @@ ROWS = 12
 @pytest.fixture(scope="module")
 def churn(tmp_path_factory):
     """A small real churn pipeline saved as an MLflow model (signature + input example), and rows to score."""
-    from mlops.datagen import generate_churn
+    from mlops.demo.datagen import generate_churn
 
     path = tmp_path_factory.mktemp("model") / "churn"
     pipe, cfg = save_churn_model(path, seed=3)
@@ -314,6 +318,93 @@ def test_observe_many_equals_observing_one_by_one():
     assert got == want
 
 
+def test_bulk_histogram_exposes_exactly_what_a_histogram_does():
+    import re
+
+    from mlops.serving.metrics import FEATURE_BUCKETS, BulkHistogram
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    values = np.array([-1.0, 0.0, 0.05, 0.1, 1.0, 3.0, 7e4, 2e6, float("inf"), float("nan"), 1.0])
+    texts = []
+    for kind in ("histogram", "bulk"):
+        r = CollectorRegistry(auto_describe=True)
+        if kind == "histogram":
+            family = Histogram("h", "doc.", ["feature"], buckets=FEATURE_BUCKETS, registry=r)
+        else:
+            family = BulkHistogram("h", "doc.", ["feature"], buckets=FEATURE_BUCKETS, registry=r)
+        family.labels("a")  # a label set with no observation yet
+        for _ in range(2):
+            observe_many(family.labels("b"), values)
+        texts.append(re.sub(r"(_created\{.*\}) \S+", r"\1 T", generate_latest(r).decode()))
+    assert texts[0] == texts[1]
+    assert 'h_bucket{feature="b",le="0.1"} 8.0' in texts[1]
+
+
+def test_category_labels_are_only_values_training_saw(client, churn):
+    # a probe grew /metrics from 0.3 to 2.3 MB with five 200 KB category strings: label values come from
+    # request bodies, so only the model's training categories (and short ones) become labels
+    known = sorted(map(str, churn["rows"]["contract_type"].unique()))
+    rows = _records(churn["rows"].head(3))
+    huge = [{**rows[0], "contract_type": "x" * 200_000}]
+    unknown = [{**rows[1], "contract_type": f"never-seen-{i}"} for i in range(30)]
+    assert client.post("/invocations", json={"dataframe_records": huge}, headers={}).status_code in (200, 413)
+    assert client.post("/invocations", json={"dataframe_records": unknown}).status_code == 200
+    text = client.get("/metrics").text
+    values = {
+        s.labels["value"]
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if fam.name == "mlops_feature_category" and s.labels["feature"] == "contract_type"
+    }
+    assert "__other__" in values and values <= {*known, "__other__"}, values
+    assert "never-seen" not in text and "x" * 100 not in text
+
+
+def test_without_training_categories_long_values_still_count_as_other():
+    from mlops.serving.metrics import OTHER, Metrics
+    from mlops.serving.payloads import Column
+
+    m = Metrics("stable", "1")  # a model logged before training recorded its categories
+    col = Column("plan", "string", object, True, "string")
+    m._observe_categories(col, ["basic", "y" * 65, "z" * 200_000, "basic"])
+    text = m.render()[0].decode()
+    assert (
+        'value="basic"' in text and f'value="{OTHER}"' in text and "yyyy" not in text and "zzzz" not in text
+    )
+    m.unregister()
+
+
+def test_metrics_can_be_replaced_in_the_apps_registry():
+    from mlops.serving.metrics import Metrics
+    from prometheus_client import CollectorRegistry
+
+    r = CollectorRegistry(auto_describe=True)
+    old = Metrics("stable", "unknown", registry=r)
+    old.unregister()
+    new = Metrics("stable", "7", registry=r)
+    new.score.observe(0.5)
+    text = new.render()[0].decode()
+    assert 'mlops_prediction_score_count{model_version="7",variant="stable"} 1.0' in text
+    assert "unknown" not in text
+
+
+def test_prediction_log_readers_read_what_the_writer_writes(tmp_path):
+    import time
+
+    from mlops.serving.predlog import count_logged, logged_frame, recent_logged_rows
+
+    plog = PredictionLog(tmp_path, model="m", model_version="2", variant="stable")
+    now = time.time()
+    plog.submit((now, "r1", "/predict", {"x": [1.5, None], "c": ["a", "b"]}, [0, 1], [0.25, 0.75]))
+    plog.submit((now, None, "/invocations", {"x": [3.0], "c": ["c"]}, [1], None))
+    plog.close()
+    assert count_logged(tmp_path, now - 1, "2") == 3 and count_logged(tmp_path, now - 1, "1") == 0
+    frame = logged_frame(tmp_path, now - 1, "2")
+    assert frame["c"].tolist() == ["a", "b", "c"]
+    assert frame["score"].tolist()[:2] == [0.25, 0.75] and np.isnan(frame["score"].tolist()[2])
+    assert recent_logged_rows(tmp_path, 2) == [{"x": 3.0, "c": "c"}, {"x": None, "c": "b"}]
+
+
 def test_concurrent_requests_are_batched_and_each_gets_its_rows(app, churn):
     rows = churn["rows"]
     expected = churn["pipe"].predict(rows).tolist()
@@ -416,3 +507,75 @@ def test_cli_serve_arguments():
         "127.0.0.1",
     )
     assert args.sample_rate == 1.0 and args.max_body_bytes == 1 << 20
+
+
+def test_a_stage_name_is_refused_aliases_only():
+    """Registry stages are deprecated in MLflow: the platform resolves versions and @aliases only."""
+    from mlops.serving.model import resolve_model
+
+    with pytest.raises(ValueError, match=r"'Production' is neither a version number nor an @alias"):
+        resolve_model("models:/churn/Production", tracking_uri="http://127.0.0.1:9")
+
+
+def test_api_token_row_limit_and_timeout(churn, tmp_path):
+    settings = ServingSettings(
+        model_uri=churn["path"],
+        model_name="churn",
+        model_version="4",
+        predictions_dir=tmp_path / "predictions",
+        api_token="unit-test-token-0123456789",
+        protected=frozenset({"/invocations", "/predict", "/metrics"}),
+        max_rows=5,
+    )
+    app = create_app(settings)
+    app.startup()
+    try:
+        assert app.wait_ready(120), app.load_error
+        client = TestClient(app)
+        body = {"dataframe_split": _split(churn["rows"].head(3))}
+        denied = client.post("/invocations", json=body)
+        assert denied.status_code == 401 and denied.headers["www-authenticate"] == "Bearer"
+        assert "Authorization: Bearer" in denied.json()["message"]
+        wrong = client.post(
+            "/predict", json=body, headers={"Authorization": "Bearer unit-test-token-0123456788"}
+        )
+        assert wrong.status_code == 401
+        auth = {"Authorization": "Bearer unit-test-token-0123456789"}
+        assert client.post("/invocations", json=body, headers=auth).status_code == 200
+        assert (
+            client.get("/metrics").status_code == 401
+            and client.get("/metrics", headers=auth).status_code == 200
+        )
+        assert client.get("/ready").status_code == 200 and client.get("/health").status_code == 200  # probes
+        many = client.post(
+            "/invocations", json={"dataframe_split": _split(churn["rows"].head(6))}, headers=auth
+        )
+        assert many.status_code == 413 and "6 rows in one request; at most 5" in many.json()["message"]
+        doc = client.get("/openapi.json").json()
+        assert (
+            doc["openapi"].startswith("3.1")
+            and doc["components"]["securitySchemes"]["apiToken"]["scheme"] == "bearer"
+        )
+        assert doc["paths"]["/invocations"]["post"]["security"] == [{"apiToken": []}]
+        record = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"][
+            "oneOf"
+        ][1]
+        assert set(record["properties"]["dataframe_records"]["items"]["properties"]) == set(
+            churn["cfg"].features.all
+        )
+    finally:
+        app.shutdown()
+    slow = create_app(replace(settings, api_token=None, request_timeout_s=1e-6))
+    slow.startup()
+    try:
+        assert slow.wait_ready(120), slow.load_error
+        r = TestClient(slow).post("/invocations", json={"dataframe_split": _split(churn["rows"].head(3))})
+        assert r.status_code == 504 and "longer than" in r.json()["message"]
+    finally:
+        slow.shutdown()
+
+
+def test_settings_refuse_a_short_token_and_nonsense_limits():
+    for bad in ({"api_token": "short"}, {"max_rows": 0}, {"request_timeout_s": 0}):
+        with pytest.raises(ValueError):
+            ServingSettings(model_uri="x", **bad)

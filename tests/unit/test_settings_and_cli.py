@@ -6,7 +6,7 @@ import sys
 
 import pytest
 from mlops.cli import main
-from mlops.settings import Settings
+from mlops.config.settings import Settings
 
 
 def test_env_overrides_and_types(monkeypatch, tmp_path):
@@ -66,7 +66,7 @@ def test_unknown_model_is_a_clear_error(capsys, tmp_path):
                    "MLOPS_TRAINING_BACKENDS": "local,docker"}, True)],
 )  # fmt: skip
 def test_parse_time_defaults_agree_with_settings(monkeypatch, env, value):
-    from mlops import defaults
+    from mlops.config import defaults
 
     for k in ("MLOPS_MODELS_DIR", "MLOPS_DATA_ROOT", "MLOPS_DOCKER_URL", "MLOPS_TRAINING_BACKENDS"):
         monkeypatch.delenv(k, raising=False)
@@ -80,7 +80,7 @@ def test_parse_time_defaults_agree_with_settings(monkeypatch, env, value):
 
 
 def test_unknown_backend_is_named(monkeypatch):
-    from mlops import defaults
+    from mlops.config import defaults
 
     monkeypatch.setenv("MLOPS_TRAINING_BACKENDS", "local,slurm")
     with pytest.raises(ValueError, match=r"unknown backends \['slurm'\]"):

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from mlops import stack
-from mlops.settings import Settings
+from mlops.config.settings import Settings
+from mlops.stack import local as stack
 
 from tests.helpers import free_port, wait_http
 

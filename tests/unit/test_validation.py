@@ -13,16 +13,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from mlops.data import file_sha256
-from mlops.datagen import generate_churn
-from mlops.modelconfig import BUILTIN_MODELS_DIR, get_model_config
-from mlops.validation import (
+from mlops.config.model import BUILTIN_MODELS_DIR, get_model_config
+from mlops.data.io import file_sha256
+from mlops.data.validation import (
     READ_EXPECTATION,
     FailedExpectation,
     ValidationReport,
     build_suite,
     validate_batch,
 )
+from mlops.demo.datagen import generate_churn
 
 ROWS = 1000
 
@@ -368,9 +368,9 @@ def test_suite_builds_in_a_fresh_process_without_any_gx_context():
     """build_suite needs no Data Context; importing the module does not import GX (it is heavy)."""
     code = (
         "import sys\n"
-        "import mlops.validation as v\n"
+        "import mlops.data.validation as v\n"
         "assert 'great_expectations' not in sys.modules\n"
-        "from mlops.modelconfig import BUILTIN_MODELS_DIR, get_model_config\n"
+        "from mlops.config.model import BUILTIN_MODELS_DIR, get_model_config\n"
         "suite = v.build_suite(get_model_config('churn', BUILTIN_MODELS_DIR))\n"
         "print(len(suite.expectations), sorted(k for k in sys.modules if k.split('.')[0] == 'airflow'))\n"
     )

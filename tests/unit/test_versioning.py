@@ -3,8 +3,8 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from mlops.datagen import generate_churn, write_frame
-from mlops.versioning import DataRepo, VersioningError, fetch_training_set
+from mlops.data.versioning import DataRepo, VersioningError, fetch_training_set
+from mlops.demo.datagen import generate_churn, write_frame
 
 
 @pytest.fixture

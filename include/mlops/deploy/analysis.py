@@ -31,9 +31,10 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlops.deploy.target import SCORING_ROUTES, MetricsSnapshot
+from mlops.serving.metrics import HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS, PREDICTION_SCORE
 
 if TYPE_CHECKING:
-    from mlops.modelconfig import AnalysisConfig
+    from mlops.config.model import AnalysisConfig
 
 WAIT, PASS, FAIL, INCONCLUSIVE = "wait", "pass", "fail", "inconclusive"
 
@@ -46,18 +47,18 @@ def snapshot_from_text(text: str, taken_at: float | None = None) -> MetricsSnaps
     latency: dict[float, float] = {}
     score: dict[float, float] = {}
     for fam in text_string_to_metric_families(text):
-        if fam.name == "mlops_http_requests":
+        if fam.name == HTTP_REQUESTS:
             for s in fam.samples:
                 if s.name.endswith("_total") and s.labels.get("route") in SCORING_ROUTES:
                     requests += s.value
                     if s.labels.get("status", "").startswith("5"):
                         errors += s.value
-        elif fam.name == "mlops_http_request_duration_seconds":
+        elif fam.name == HTTP_REQUEST_DURATION_SECONDS:
             for s in fam.samples:
                 if s.name.endswith("_bucket") and s.labels.get("route") in SCORING_ROUTES:
                     le = float(s.labels["le"])
                     latency[le] = latency.get(le, 0.0) + s.value
-        elif fam.name == "mlops_prediction_score":
+        elif fam.name == PREDICTION_SCORE:
             for s in fam.samples:
                 if s.name.endswith("_bucket"):
                     le = float(s.labels["le"])
@@ -77,6 +78,7 @@ def snapshot_to_dict(s: MetricsSnapshot) -> dict[str, Any]:
 
 
 def snapshot_from_dict(d: dict[str, Any]) -> MetricsSnapshot:
+    """A snapshot back from its dict in the rollout state (bucket bounds become floats again)."""
     return MetricsSnapshot(
         requests=float(d["requests"]),
         errors=float(d["errors"]),
@@ -165,6 +167,7 @@ class WindowFigures:
 
     @classmethod
     def of(cls, delta: MetricsSnapshot, seconds: float) -> WindowFigures:
+        """The figures of one backend from its metrics ``delta`` over a window of ``seconds``."""
         p95 = histogram_quantile(0.95, delta.latency_buckets)
         return cls(
             requests=delta.requests,
@@ -177,6 +180,8 @@ class WindowFigures:
 
 @dataclass(frozen=True)
 class WindowVerdict:
+    """The verdict on one analysis window (wait, pass or fail), with its reasons and figures."""
+
     decision: str  # wait | pass | fail
     reasons: list[str]
     canary: WindowFigures
@@ -186,6 +191,7 @@ class WindowVerdict:
     figures: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (all fields)."""
         return asdict(self)
 
 

@@ -12,6 +12,13 @@ verdict within ``max_wait_s`` (too little traffic; optionally topped up by repla
 -> automatic rollback: all traffic back to stable, candidate removed. After the last step the candidate
 becomes stable (the former stable is stopped).
 
+Live and replayed traffic: replayed requests go straight to every backend (stable and candidate), so a
+window's candidate requests are ``live`` (routed by weight from real clients) plus ``replayed`` (counted
+per step in ``state["replayed_step"]``); every window records both. A window that no live request
+reached never passes (replay alone proves only that the candidate answers logged requests): it keeps
+waiting for live traffic until ``max_wait_s``, then it is inconclusive -> rollback, unless the policy's
+``allow_replay_only`` says replayed traffic may decide.
+
 Blue-green: stable's own figures are measured for one window first (the reference), then all traffic
 switches to green and green is analysed against that reference; pass -> green is stable and blue stays
 warm as ``previous`` (instant rollback); fail -> all traffic back to blue at once, green removed.
@@ -40,23 +47,27 @@ from mlops.deploy.analysis import (
 from mlops.deploy.target import CANARY, GREEN, STABLE, DeploymentTarget
 
 if TYPE_CHECKING:
-    from mlops.modelconfig import AnalysisConfig
+    from mlops.config.model import AnalysisConfig
 
 log = logging.getLogger(__name__)
 
 PROMOTED, ROLLED_BACK = "promoted", "rolled_back"
 
-#: ``replayer(n)``: send ``n`` recently logged requests to both stable and candidate; returns how many.
+#: ``replayer(n)``: send ``n`` recently logged requests straight to stable and candidate; returns how many
+#: reached the candidate (the rollout counts them per step to tell live traffic from replayed).
 Replayer = Callable[[int], int]
 
 
 def candidate_role(strategy: str) -> str:
+    """The role a candidate is deployed in: ``green`` for blue-green, ``canary`` otherwise."""
     return GREEN if strategy == "blue_green" else CANARY
 
 
 def plan(strategy: str, version: str, stable_version: str | None, steps: list[int]) -> dict[str, Any]:
+    """The state of a new rollout: the phases to walk (``direct`` when there is no stable yet), none done."""
     if strategy not in ("canary", "blue_green"):
         raise ValueError(f"unknown strategy {strategy!r}: canary or blue_green")
+    phases: list[str | int]
     if stable_version is None:
         phases = ["direct"]
     elif strategy == "blue_green":
@@ -90,17 +101,24 @@ def advance(
     now: Callable[[], float] = time.time,
 ) -> tuple[dict[str, Any], float | None]:
     """Do the next piece of the rollout; return (state, seconds to wait) or (state, None) when done."""
+    # Long by design, the rollout state machine: one branch per phase, kept together so every transition is
+    # visible in one place (tests/unit/test_rollout.py drives each one).
     state = dict(state)
     role = state["role"]
     if state["outcome"] is not None:
         return state, None
+    state["allow_replay_only"] = bool(policy.allow_replay_only)  # recorded with the outcome
     phase = state["phases"][state["index"]]
     if phase == "direct":
         target.set_weights({role: 100})
         target.promote(role, keep_previous=False)
-        state["history"].append(
-            {"phase": "direct", "decision": PASS, "reasons": ["no stable: nothing to compare"]}
-        )
+        entry: dict[str, Any] = {
+            "phase": "direct",
+            "decision": PASS,
+            "reasons": ["no stable: nothing to compare"],
+        }
+        state["history"].append(entry)
+        log.info("%s", describe_window(entry))
         return _finish(state, PROMOTED, ["first deployment of this model: the candidate took all traffic"])
 
     if not state["observing"]:
@@ -113,16 +131,20 @@ def advance(
         state["observing"] = True
         state["step_started"] = now()
         state["replayed_step"] = 0
+        state["window"] = 0
+        split = ", ".join(f"{r} {w}%" for r, w in weights.items())
         log.info(
-            "rollout v%s: %s -> weights %s; analysing for %.0fs",
-            state["version"],
-            phase,
-            weights,
+            "%s: traffic %s; first analysis window %.0f s (rollout of v%s against stable v%s)",
+            _step_name(phase),
+            split,
             policy.window_s,
+            state["version"],
+            state["stable_version"],
         )
         return state, policy.window_s
 
     t = now()
+    state["window"] = int(state.get("window", 0)) + 1
     base = {r: snapshot_from_dict(d) for r, d in state["baseline"].items()}
     try:
         cur = {r: target.snapshot(r) for r in (role, STABLE)}
@@ -134,24 +156,37 @@ def advance(
         fig = WindowFigures.of(delta[STABLE], seconds)
         enough = fig.requests >= policy.min_requests
         if not enough and seconds < policy.max_wait_s:
+            log.info(
+                "%s",
+                describe_window(
+                    {
+                        "phase": "reference",
+                        "window": state["window"],
+                        "stable": fig.__dict__,
+                        "decision": WAIT,
+                    },
+                    detail=f"only {fig.requests:.0f} stable requests of {policy.min_requests}",
+                ),
+            )
             return state, min(policy.window_s, policy.max_wait_s - seconds)
         state["reference"] = fig.__dict__ if enough else None
         state["reference_scores"] = (
             {repr(k): v for k, v in delta[STABLE].score_buckets.items()} if enough else None
         )
-        state["history"].append(
-            {
-                "phase": "reference",
-                "decision": PASS,
-                "reasons": [
-                    f"stable: {fig.requests:.0f} requests, p95 {fig.p95_ms} ms"
-                    if enough
-                    else f"stable took only {fig.requests:.0f} requests: green is judged on absolute bounds"
-                ],
-                "stable": fig.__dict__,
-                "seconds": round(seconds, 1),
-            }
-        )
+        entry = {
+            "phase": "reference",
+            "window": state["window"],
+            "decision": PASS,
+            "reasons": [
+                f"stable: {fig.requests:.0f} requests, p95 {fig.p95_ms} ms"
+                if enough
+                else f"stable took only {fig.requests:.0f} requests: green is judged on absolute bounds"
+            ],
+            "stable": fig.__dict__,
+            "seconds": round(seconds, 1),
+        }
+        state["history"].append(entry)
+        log.info("%s", describe_window(entry))
         return _next(target, state, policy, replayer, now)
 
     stable_weight = 100 - int(phase)
@@ -167,34 +202,152 @@ def advance(
         reference=reference,
         reference_scores=ref_scores,
     )
-    if verdict.decision == WAIT:
+    replayed = int(state.get("replayed_step", 0))
+    live = live_requests(verdict.canary.requests, replayed)
+    entry = {
+        "phase": phase,
+        "window": state["window"],
+        **verdict.to_dict(),
+        "live": live,
+        "replayed": replayed,
+    }
+    no_live = no_live_reason(replayed)
+    # Replayed traffic alone never passes a window unless the policy allows it; a failure on replayed
+    # traffic is a real failure (the candidate mishandled requests that clients did send).
+    held = verdict.decision == PASS and live == 0 and not policy.allow_replay_only
+    if verdict.decision == WAIT or held:
         remaining = policy.max_wait_s - seconds
         if remaining > 0:
-            if replayer is not None and policy.replay:
-                need = int(policy.min_requests - verdict.canary.requests)
-                sent = replayer(need)
-                state["replayed"] += sent
-                log.info(
-                    "rollout v%s: replayed %d logged requests to stable and candidate", state["version"], sent
-                )
+            detail = (
+                f"{no_live}; waiting for live traffic (allow_replay_only is off), {remaining:.0f} s left"
+                if held
+                else f"{verdict.reasons[0]}, {remaining:.0f} s left"
+            )
+            need = int(policy.min_requests - verdict.canary.requests)
+            if replayer is not None and policy.replay and need > 0:
+                sent = int(replayer(need))
+                state["replayed"] = int(state.get("replayed", 0)) + sent
+                state["replayed_step"] = replayed + sent
+                detail += f"; replayed {sent} logged requests to stable and candidate"
+            waiting = {**entry, "decision": WAIT}
+            log.info("%s", describe_window(waiting, state.get("reference"), detail, candidate=role))
             return state, min(policy.window_s, remaining)
-        state["history"].append({"phase": phase, **verdict.to_dict(), "decision": INCONCLUSIVE})
+        if held:
+            why = no_live
+            entry["reasons"] = [no_live, "replayed traffic alone would have passed: " + verdict.reasons[0]]
+        elif live == 0 and replayed > 0:
+            why = f"{no_live}; {verdict.reasons[0]}"
+            entry["reasons"] = [no_live, *verdict.reasons]
+        else:
+            why = verdict.reasons[0]
+        entry["decision"] = INCONCLUSIVE
+        state["history"].append(entry)
+        log.warning("%s", describe_window(entry, reference=state.get("reference"), candidate=role))
         return _rollback(
             target,
             state,
             [
-                f"step {phase}%: inconclusive after {seconds:.0f}s: {verdict.reasons[0]} "
-                "(too little traffic to judge; nothing was promoted)"
+                f"step {phase}%: inconclusive after {seconds:.0f}s: {why} "
+                + (
+                    "(replayed requests alone may not promote: allow_replay_only is off; nothing was promoted)"
+                    if held
+                    else "(too little traffic to judge; nothing was promoted)"
+                )
             ],
         )
-    state["history"].append({"phase": phase, **verdict.to_dict()})
+    if verdict.decision == PASS and live == 0:
+        entry["reasons"] = [
+            *entry["reasons"],
+            f"no live request reached the candidate: passed on {replayed} replayed requests alone "
+            "(allow_replay_only)",
+        ]
+    state["history"].append(entry)
     if verdict.decision == FAIL:
+        log.warning("%s", describe_window(entry, reference=state.get("reference"), candidate=role))
         return _rollback(target, state, [f"step {phase}%: " + "; ".join(verdict.reasons)])
+    log.info("%s", describe_window(entry, reference=state.get("reference"), candidate=role))
     if verdict.stable is not None:
         state["reference"] = verdict.stable.__dict__
         state["reference_scores"] = {repr(k): v for k, v in delta[STABLE].score_buckets.items()}
-    log.info("rollout v%s: step %s%% passed: %s", state["version"], phase, "; ".join(verdict.reasons))
     return _next(target, state, policy, replayer, now)
+
+
+def live_requests(candidate_requests: float, replayed: int) -> int:
+    """Live candidate requests of a window: its request count minus what was replayed to it (never < 0).
+
+    Counters are whole numbers (floats only because Prometheus says so), so the difference is exact."""
+    return max(0, round(candidate_requests) - int(replayed))
+
+
+def no_live_reason(replayed: int) -> str:
+    """Why a window did not count: only replayed traffic reached the candidate."""
+    return f"no live request reached the candidate ({replayed} replayed)"
+
+
+def _step_name(phase: Any) -> str:
+    if phase == "reference":
+        return "blue-green reference"
+    if phase == "direct":
+        return "first deployment"
+    return f"step {phase}%"
+
+
+def _num(x: Any) -> str:
+    return "n/a" if x is None else f"{float(x):.0f}"
+
+
+def _ms(x: Any) -> str:
+    if x is None:
+        return "n/a"
+    x = float(x)
+    return f"{x:.0f} ms" if x >= 10 else f"{x:.1f} ms"
+
+
+def describe_window(
+    entry: dict[str, Any],
+    reference: dict[str, Any] | None = None,
+    detail: str | None = None,
+    candidate: str = "canary",
+) -> str:
+    """One readable log line for one analysis window (a ``state["history"]`` entry, or one still waiting).
+
+    e.g. ``step 10%: window 1 — canary 57 req (52 live, 5 replayed), stable 480 req, p95 12 ms vs 11 ms,
+    errors 0 vs 1, score shift 0.04 → pass``. ``reference``: stable figures of an earlier window, used
+    when stable took no traffic in this one. ``detail`` replaces the entry's reasons after the decision;
+    ``candidate`` names the candidate's role (``green`` in a blue-green rollout).
+    """
+    phase = entry.get("phase")
+    head = _step_name(phase) + (f": window {entry['window']}" if entry.get("window") else "")
+    decision = entry.get("decision", "?")
+    reasons = entry.get("reasons") or []
+    if phase == "direct":
+        return f"{head} — no stable version to compare with → promoted directly"
+    parts: list[str] = []
+    canary, stable = entry.get("canary"), entry.get("stable")
+    if isinstance(canary, dict):
+        parts.append(
+            f"{candidate} {_num(canary.get('requests'))} req "
+            f"({entry.get('live', 0)} live, {entry.get('replayed', 0)} replayed)"
+        )
+    base, against = stable, ""
+    if isinstance(stable, dict):
+        parts.append(f"stable {_num(stable.get('requests'))} req")
+    elif isinstance(canary, dict) and reference:
+        base, against = reference, " (reference)"
+        parts.append("stable idle")
+    if isinstance(canary, dict):
+        p95 = f"p95 {_ms(canary.get('p95_ms'))}"
+        errors = f"errors {_num(canary.get('errors'))}"
+        if isinstance(base, dict):
+            p95 += f" vs {_ms(base.get('p95_ms'))}{against}"
+            errors += f" vs {_num(base.get('errors'))}"
+        parts += [p95, errors]
+        if entry.get("score_shift") is not None:
+            parts.append(f"score shift {entry['score_shift']:.2f}")
+    elif isinstance(stable, dict):
+        parts += [f"p95 {_ms(stable.get('p95_ms'))}", f"errors {_num(stable.get('errors'))}"]
+    why = detail if detail is not None else ("; ".join(reasons) if decision != PASS else "")
+    return f"{head} — {', '.join(parts)} → {decision}" + (f": {why}" if why else "")
 
 
 def _next(target, state, policy, replayer, now):
@@ -204,6 +357,11 @@ def _next(target, state, policy, replayer, now):
     if state["index"] >= len(state["phases"]):
         keep = state["strategy"] == "blue_green"
         target.promote(state["role"], keep_previous=keep)
+        log.info(
+            "rollout v%s promoted: every analysis window passed%s",
+            state["version"],
+            "; the former stable stays warm as `previous`" if keep else "",
+        )
         return _finish(
             state,
             PROMOTED,
@@ -221,7 +379,13 @@ def _rollback(target: DeploymentTarget, state: dict[str, Any], reasons: list[str
         target.set_weights({STABLE: 100})
     finally:
         target.remove(role)
-    log.warning("rollout v%s rolled back: %s", state["version"], "; ".join(reasons))
+    log.warning(
+        "rollout v%s rolled back (all traffic on stable v%s, %s removed): %s",
+        state["version"],
+        state["stable_version"],
+        role,
+        "; ".join(reasons),
+    )
     return _finish(state, ROLLED_BACK, reasons)
 
 

@@ -13,13 +13,16 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops import defaults
+from mlops.config import defaults
+from mlops.config.settings import Settings
 from mlops.deploy.target import STABLE, DeploymentError, DeploymentTarget
-from mlops.registry import CHALLENGER, CHAMPION, PREVIOUS, alias_version, promote, set_alias
-from mlops.settings import Settings
+from mlops.registry import tags
+from mlops.registry.aliases import CHALLENGER, CHAMPION, PREVIOUS, alias_version, promote, set_alias
+from mlops.registry.client import mlflow_client
+from mlops.serving.predlog import predictions_dir, recent_logged_rows
 
 if TYPE_CHECKING:
-    from mlops.modelconfig import ModelConfig
+    from mlops.config.model import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,7 @@ TAG_MAX = 4900  # MLflow model-version tag values are limited to 5000 characters
 
 
 def target_kind(cfg: ModelConfig) -> str:
+    """The deployment target of ``cfg``'s model: ``MLOPS_DEPLOY_TARGET``, else its config's."""
     return defaults.deploy_target(cfg.deployment.target)
 
 
@@ -34,7 +38,7 @@ def make_target(cfg: ModelConfig, tracking_uri: str, settings: Settings | None =
     """The configured target of this model (``MLOPS_DEPLOY_TARGET`` overrides the model config)."""
     kind = target_kind(cfg)
     if kind == "local":
-        from mlops.deploy.local import LocalTarget
+        from mlops.deploy.local.target import LocalTarget
 
         s = (settings or Settings()).model_copy(update={"mlflow_tracking_uri": tracking_uri})
         port = cfg.deployment.port
@@ -47,21 +51,20 @@ def make_target(cfg: ModelConfig, tracking_uri: str, settings: Settings | None =
             port = s.serving_port
         return LocalTarget(cfg.name, s, port=port, workers=cfg.deployment.workers)
     if kind == "kubernetes":
-        from mlops.deploy.kubernetes import KubernetesTarget
+        from mlops.deploy.kubernetes.target import KubernetesTarget
 
         return KubernetesTarget(cfg.name, cfg.deployment.kubernetes)
     raise DeploymentError(f"unknown deployment target {kind!r}: local or kubernetes")
 
 
 def _client(tracking_uri: str):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri)
+    return mlflow_client(tracking_uri)
 
 
 def tag(tracking_uri: str, name: str, version: str, key: str, value: Any) -> None:
+    """Set a deployment-step tag on a model version (a non-string value as JSON, cut to ``TAG_MAX``)."""
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    _client(tracking_uri).set_model_version_tag(name, str(version), f"deploy.{key}", text[:TAG_MAX])
+    _client(tracking_uri).set_model_version_tag(name, str(version), tags.deploy_step(key), text[:TAG_MAX])
 
 
 def resolve_candidate(
@@ -81,8 +84,8 @@ def resolve_candidate(
     if champion == str(version):
         log.info("%s v%s is already @champion: nothing to deploy", name, version)
         return None
-    gate = mv.tags.get("gate", "none")
-    forced = mv.tags.get("gate.forced") == "true"
+    gate = mv.tags.get(tags.GATE, "none")
+    forced = mv.tags.get(tags.GATE_FORCED) == "true"
     if gate != "passed" and not (force or forced):
         raise ValueError(
             f"{name} v{version} did not pass the offline gate (gate={gate}); "
@@ -95,8 +98,8 @@ def resolve_candidate(
         "run_id": mv.run_id,
         "gate": gate,
         "forced": bool(force and gate != "passed"),
-        "trigger": mv.tags.get("mlops.trigger", ""),  # "alert": retrained by the retraining DAG
-        "alert": mv.tags.get("mlops.alert.name", ""),
+        "trigger": mv.tags.get(tags.TRIGGER, ""),  # "alert": retrained by the retraining DAG
+        "alert": mv.tags.get(tags.ALERT_NAME, ""),
     }
 
 
@@ -105,11 +108,11 @@ def holdout_sample(cfg: ModelConfig, tracking_uri: str, run_id: str, rows: int):
     import pandas as pd
     from mlflow.artifacts import download_artifacts
 
-    from mlops.training import HOLDOUT_FILE, SCORE_COLUMN
+    from mlops.training.artifacts import HOLDOUT_ARTIFACT, SCORE_COLUMN
 
     with tempfile.TemporaryDirectory() as tmp:
         path = download_artifacts(
-            run_id=run_id, artifact_path=f"eval/{HOLDOUT_FILE}", tracking_uri=tracking_uri, dst_path=tmp
+            run_id=run_id, artifact_path=HOLDOUT_ARTIFACT, tracking_uri=tracking_uri, dst_path=tmp
         )
         frame = pd.read_parquet(path).head(rows)
     return frame[cfg.features.all], frame[SCORE_COLUMN].astype(float).tolist()
@@ -129,7 +132,8 @@ def finish(cfg: ModelConfig, tracking_uri: str, state: dict[str, Any]) -> dict[s
 
 
 def _compact(state: dict[str, Any]) -> dict[str, Any]:
-    keep = ("decision", "reasons", "score_shift", "compared_with")
+    """The rollout as recorded on the version: every window with its live and replayed candidate requests."""
+    keep = ("window", "decision", "reasons", "live", "replayed", "score_shift", "compared_with")
     steps = []
     for h in state["history"]:
         step = {"phase": h["phase"], **{k: h[k] for k in keep if k in h}}
@@ -137,12 +141,19 @@ def _compact(state: dict[str, Any]) -> dict[str, Any]:
             if isinstance(h.get(side), dict):
                 step[side] = {k: h[side].get(k) for k in ("requests", "errors", "error_rate", "p95_ms")}
         steps.append(step)
+    judged = [h for h in state["history"] if "live" in h]
     return {
         "strategy": state["strategy"],
         "outcome": state["outcome"],
         "reasons": state["reasons"],
         "stable_version": state["stable_version"],
-        "replayed": state.get("replayed", 0),
+        # candidate requests the analysed windows used: live (clients) and replayed (logged requests)
+        "requests": {
+            "live": sum(int(h["live"]) for h in judged),
+            "replayed": sum(int(h.get("replayed", 0)) for h in judged),
+        },
+        "replayed": state.get("replayed", 0),  # every replayed request sent (to stable and candidate)
+        "allow_replay_only": state.get("allow_replay_only", False),
         "analysis_overrides": state.get("analysis_overrides", {}),
         "steps": steps,
     }
@@ -152,18 +163,18 @@ def final_record(tracking_uri: str, name: str, version: str) -> dict[str, Any]:
     """Assemble the version's one gate record from its tags and store it as ``deploy/record.json``."""
     client = _client(tracking_uri)
     mv = client.get_model_version(name, str(version))
-    tags = mv.tags
+    mv_tags = mv.tags
 
     def parsed(key: str) -> Any:
-        raw = tags.get(key)
+        raw = mv_tags.get(key)
         try:
             return json.loads(raw) if raw else None
         except ValueError:
             return raw
 
-    rollout = parsed("deploy.rollout")
-    smoke = parsed("deploy.smoke")
-    approval = parsed("deploy.approval")
+    rollout = parsed(tags.DEPLOY_ROLLOUT)
+    smoke = parsed(tags.DEPLOY_SMOKE)
+    approval = parsed(tags.DEPLOY_APPROVAL)
     if rollout and rollout.get("outcome") == "promoted":
         decision = "promoted"
     elif rollout:
@@ -178,18 +189,18 @@ def final_record(tracking_uri: str, name: str, version: str) -> dict[str, Any]:
         "model": name,
         "version": str(version),
         "offline_gate": {
-            "decision": tags.get("gate"),
-            "reasons": tags.get("gate.reasons"),
-            "champion_version": tags.get("gate.champion_version"),
-            "forced": tags.get("gate.forced") == "true",
+            "decision": mv_tags.get(tags.GATE),
+            "reasons": mv_tags.get(tags.GATE_REASONS),
+            "champion_version": mv_tags.get(tags.GATE_CHAMPION_VERSION),
+            "forced": mv_tags.get(tags.GATE_FORCED) == "true",
         },
-        "staging": parsed("deploy.staging"),
+        "staging": parsed(tags.DEPLOY_STAGING),
         "smoke_test": smoke,
         "approval": approval,
         "rollout": rollout,
         "decision": decision,
     }
-    client.set_model_version_tag(name, str(version), "deploy.decision", decision)
+    client.set_model_version_tag(name, str(version), tags.DEPLOY_DECISION, decision)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "record.json"
         path.write_text(json.dumps(record, indent=2, default=str))
@@ -225,55 +236,86 @@ def rollback(cfg: ModelConfig, tracking_uri: str, target: DeploymentTarget) -> d
     set_alias(client, name, CHAMPION, previous)
     client.delete_registered_model_alias(name, PREVIOUS)
     if champion:
-        client.set_model_version_tag(name, champion, "deploy.decision", "rolled_back_from_production")
+        client.set_model_version_tag(name, champion, tags.DEPLOY_DECISION, "rolled_back_from_production")
     log.warning("%s: production rolled back from v%s to v%s (%s)", name, champion, previous, how)
     return {"from": champion, "to": previous, "how": how}
 
 
-def recent_logged_rows(folder: Path, n: int) -> list[dict[str, Any]]:
-    """The ``n`` most recent input rows of the prediction log (JSONL files, newest first)."""
-    rows: list[dict[str, Any]] = []
-    files = (
-        sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime, reverse=True)
-        if folder.exists()
-        else []
-    )
-    for path in files:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            fh.seek(max(0, size - (4 << 20)))  # the tail is enough: at most 4 MB per file
-            lines = fh.read().splitlines()
-        if size > (4 << 20):
-            lines = lines[1:]  # the first line of a tail is partial
-        for line in reversed(lines):
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec.get("inputs"), dict):
-                rows.append(rec["inputs"])
-            if len(rows) >= n:
-                return rows
-    return rows
-
-
 def replayer(cfg: ModelConfig, target: DeploymentTarget, settings: Settings | None = None):
-    """A function replaying logged requests to the stable and candidate backends (analysis top-up)."""
+    """A function replaying logged requests to the stable and candidate backends (analysis top-up).
+
+    Each logged row goes straight to every backend's own URL (not through the weighted endpoint), so the
+    candidate receives each replayed request exactly once; ``replay(n)`` returns how many reached the
+    candidate, which the rollout subtracts from the candidate's request count to tell live traffic from
+    replayed. A request that never reached a server (connection refused, no free connection) is not
+    counted, and the replay stops there (the analysis sees the backend's state on its own).
+    """
     import httpx
 
-    folder = (settings or Settings()).home / "predictions" / cfg.name
+    folder = predictions_dir((settings or Settings()).home, cfg.name)
+    not_sent = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
     def replay(n: int) -> int:
         rows = recent_logged_rows(folder, max(0, n))
         if not rows:
             return 0
-        urls = [b.url for role, b in target.backends().items() if role != PREVIOUS]
-        sent = 0
+        urls = {role: b.url for role, b in target.backends().items() if role != PREVIOUS}
+        reached = 0
         with httpx.Client(timeout=30.0, trust_env=False) as http:
             for row in rows:
-                for url in urls:
-                    http.post(f"{url}/invocations", json={"dataframe_records": [row]})
-                sent += 1
-        return sent
+                for role, url in urls.items():
+                    try:
+                        http.post(f"{url}/invocations", json={"dataframe_records": [row]})
+                    except httpx.HTTPError as exc:
+                        if role != STABLE and not isinstance(exc, not_sent):
+                            reached += 1  # sent: the server counts it even if the answer was lost
+                        log.warning("replay to %s (%s) stopped: %s: %s", role, url, type(exc).__name__, exc)
+                        return reached
+                    if role != STABLE:
+                        reached += 1
+        return reached
 
     return replay
+
+
+def champion_event(tracking_uri: str, cfg: ModelConfig, version: str) -> dict[str, Any]:
+    """What the champion-model Asset event carries: the new ``@champion`` and when it took over."""
+    mv_tags = _client(tracking_uri).get_model_version(cfg.registered_model_name, str(version)).tags
+    return {"model": cfg.name, "version": str(version), "promoted_at": mv_tags.get(tags.PROMOTED_AT)}
+
+
+def deployment_plan(
+    cfg: ModelConfig,
+    cand: dict[str, Any],
+    *,
+    strategy: str,
+    steps: list[int],
+    analysis_overrides: dict[str, Any] | None,
+    allow_replay_only: bool = False,
+) -> dict[str, Any]:
+    """The candidate with how it rolls out: strategy, canary steps and the analysis policy of this run.
+
+    Overrides come from the run's form; without any, an alert-driven retrain gets the config's
+    ``retraining.analysis_overrides``. Everything applied is returned (and recorded by the rollout).
+
+    Raises:
+        ValueError: steps that do not rise strictly to 100, or overrides the analysis policy refuses.
+    """
+    from mlops.config.model import AnalysisConfig
+
+    steps = [int(w) for w in steps]
+    if not steps or sorted(set(steps)) != steps or steps[-1] != 100 or steps[0] < 1:
+        raise ValueError(f"steps must rise strictly and end at 100, got {steps}")
+    overrides = dict(analysis_overrides or {})
+    if not overrides and cand.get("trigger") == tags.TRIGGER_ALERT:
+        overrides = dict(cfg.retraining.analysis_overrides)
+        log.info("v%s was retrained on alert %s: analysis overrides %s (retraining.analysis_overrides)",
+                 cand["version"], cand.get("alert"), overrides)  # fmt: skip
+    if allow_replay_only:
+        overrides["allow_replay_only"] = True
+    try:
+        analysis = AnalysisConfig(**{**cfg.deployment.analysis.model_dump(), **overrides})
+    except ValueError as exc:
+        raise ValueError(f"analysis overrides refused: {exc}") from exc
+    return {**cand, "strategy": strategy, "steps": steps, "analysis": analysis.model_dump(),
+            "analysis_overrides": overrides}  # fmt: skip

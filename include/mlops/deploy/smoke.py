@@ -25,19 +25,23 @@ import httpx
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlops.modelconfig import SmokeConfig
+    from mlops.config.model import SmokeConfig
 
 
 @dataclass
 class SmokeResult:
+    """Outcome of the staging smoke test: each check, and the p95 latency measured."""
+
     passed: bool
     checks: list[dict[str, Any]] = field(default_factory=list)
     p95_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (all fields)."""
         return asdict(self)
 
     def failures(self) -> list[str]:
+        """One line per failed check: its name and what went wrong."""
         return [f"{c['name']}: {c['detail']}" for c in self.checks if not c["ok"]]
 
 

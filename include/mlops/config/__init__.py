@@ -1,0 +1,1 @@
+"""Settings, defaults and model configs: what the platform is told (package data: models/*.yaml)."""

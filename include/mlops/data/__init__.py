@@ -1,0 +1,1 @@
+"""New batches: reading, landing, Great Expectations validation, quarantine, DVC versioning."""

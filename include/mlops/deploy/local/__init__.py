@@ -1,0 +1,1 @@
+"""The local deployment target: model server processes behind a weighted router."""

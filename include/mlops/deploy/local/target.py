@@ -1,0 +1,350 @@
+"""The ``local`` deployment target: model servers as processes on this machine behind the router.
+
+Layout under ``$MLOPS_HOME/serving/<model>/``:
+
+* ``routes.json`` — the routing table (role -> version, URL, weight, PID file, log), written
+  atomically under a file lock; the router (:mod:`mlops.deploy.local.router`) follows it per request;
+* ``router.pid`` / ``router.log`` — the endpoint process on the model's port (8000 by default);
+* ``v<version>-<port>.pid`` / ``.log`` — one ``mlops serve`` process group per backend, on a free port.
+
+Next to that folder, ``$MLOPS_HOME/serving/<model>.prometheus-targets.json`` lists the live backends
+in Prometheus' file discovery format (labels ``model``, ``role``, ``model_version``), rewritten with
+the routing table, so the local stack's Prometheus scrapes every backend's ``/metrics``.
+
+Every process runs in its own session, so it outlives the Airflow task that started it; ``make down``
+stops them all (:meth:`LocalTarget.stop_all`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from mlops.config.secrets import scrubbed_env
+from mlops.config.settings import Settings
+from mlops.deploy.analysis import snapshot_from_text
+from mlops.deploy.local import procs
+from mlops.deploy.local.scrape import targets_path
+from mlops.deploy.target import ROLES, STABLE, Backend, DeploymentError, MetricsSnapshot
+from mlops.fileio import atomic_write_json, atomic_write_text, locked
+
+#: Seconds between taking a backend out of the routes and stopping it (in-flight requests finish).
+DRAIN_S = 1.0
+
+
+class LocalTarget:
+    """Serving on this machine: a router on the serving port in front of one process per role."""
+
+    kind = "local"
+
+    def __init__(
+        self,
+        model: str,
+        settings: Settings | None = None,
+        *,
+        port: int | None = None,
+        workers: int = 1,
+        ready_timeout: float = 180.0,
+    ):
+        self.s = settings or Settings()
+        self.model = model
+        self.port = port or self.s.serving_port
+        self.workers = workers
+        self.ready_timeout = ready_timeout
+        self.dir = self.s.home / "serving" / model
+        self.routes_path = self.dir / "routes.json"
+        self.targets_path = targets_path(self.s.home, model)
+
+    # ----------------------------------------------------------------------------- routing table
+
+    def endpoint(self) -> str:
+        """URL of the router (the one clients call)."""
+        return f"http://{self.s.host}:{self.port}"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        """Read-modify-write of the routing table under an exclusive lock; written back atomically."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with locked(self.dir / "routes.lock"):
+            state = self._read()
+            before = json.dumps(state, sort_keys=True)
+            yield state
+            if json.dumps(state, sort_keys=True) != before:
+                atomic_write_json(self.routes_path, state, indent=2)
+            self._write_targets(state)
+
+    def prometheus_targets(self, state: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The live backends in Prometheus' file_sd format: one target group per backend."""
+        state = self._read() if state is None else state
+        out = []
+        for role, b in sorted(state["backends"].items()):
+            url = urlsplit(b["url"])
+            out.append(
+                {
+                    "targets": [f"{url.hostname}:{url.port}"],
+                    "labels": {"model": self.model, "role": role, "model_version": str(b["version"])},
+                }
+            )
+        return out
+
+    def _write_targets(self, state: dict[str, Any] | None) -> None:
+        """Rewrite the targets file when it differs (atomically: Prometheus may read it any time)."""
+        text = json.dumps([] if state is None else self.prometheus_targets(state), indent=1) + "\n"
+        try:
+            if self.targets_path.read_text() == text:
+                return
+        except OSError:
+            pass
+        atomic_write_text(self.targets_path, text)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            state = json.loads(self.routes_path.read_text())
+        except FileNotFoundError:
+            state = {}
+        except ValueError as exc:
+            raise DeploymentError(f"{self.routes_path} is not valid JSON ({exc}); fix or delete it") from exc
+        state.setdefault("model", self.model)
+        state.setdefault("backends", {})
+        # Backends whose process is gone (machine restart, `make down`, crash) are not deployed.
+        for role, b in list(state["backends"].items()):
+            if procs.read_pid(Path(b["pidfile"])) is None:
+                del state["backends"][role]
+        return state
+
+    def backends(self) -> dict[str, Backend]:
+        """Backends by role, as the routing table holds them."""
+        return {
+            role: Backend(role, str(b["version"]), b["url"], b.get("image"))
+            for role, b in self._read()["backends"].items()
+        }
+
+    def weights(self) -> dict[str, int]:
+        """Traffic weight (percent) per deployed role."""
+        return {role: int(b["weight"]) for role, b in self._read()["backends"].items()}
+
+    # ----------------------------------------------------------------------------- router
+
+    def _router_pidfile(self) -> Path:
+        return self.dir / "router.pid"
+
+    def router_running(self) -> bool:
+        """Whether the router process of this model is running."""
+        return procs.read_pid(self._router_pidfile()) is not None
+
+    def ensure_router(self) -> None:
+        """Start the endpoint process if it is not running (idempotent)."""
+        if self.router_running():
+            return
+        if procs.port_in_use(self.s.host, self.port):
+            raise DeploymentError(
+                f"port {self.port} on {self.s.host} is in use by another program, so the {self.model} "
+                "endpoint cannot start there; stop that program or choose another port "
+                "(MLOPS_SERVING_PORT, or deployment.port in the model config)"
+            )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            _mlops_bin(), "route",
+            "--routes", str(self.routes_path),
+            "--host", self.s.host, "--port", str(self.port),
+        ]  # fmt: skip
+        log = self.dir / "router.log"
+        procs.start_detached(argv, scrubbed_env(os.environ), log, self.dir, self._router_pidfile())
+        self._wait(
+            f"{self.endpoint()}/router/health", self._router_pidfile(), log, 30.0, f"{self.model} router"
+        )
+
+    # ----------------------------------------------------------------------------- backends
+
+    def deploy(self, role: str, version: str, image: str | None = None) -> Backend:
+        """Start ``version`` in ``role`` at weight 0, return once ready (a ready same version is kept)."""
+        if role not in ROLES:
+            raise DeploymentError(f"unknown role {role!r}; one of {ROLES}")
+        self.ensure_router()
+        with self._locked() as state:
+            cur = state["backends"].get(role)
+            if cur is not None:
+                if str(cur["version"]) == str(version) and _ready(cur["url"]):
+                    return Backend(role, str(version), cur["url"], image)
+                if int(cur["weight"]) > 0:
+                    raise DeploymentError(
+                        f"{self.model} {role} (v{cur['version']}) takes {cur['weight']}% of the traffic; "
+                        "move its traffic elsewhere before replacing it"
+                    )
+                del state["backends"][role]
+        if cur is not None:
+            self._stop_backend(cur)
+        port = procs.free_port(self.s.host)
+        pidfile = self.dir / f"v{version}-{port}.pid"
+        log = self.dir / f"v{version}-{port}.log"
+        url = f"http://{self.s.host}:{port}"
+        argv = [
+            _mlops_bin(), "serve",
+            "--model-uri", f"models:/{self.model}/{version}",
+            "--tracking-uri", self.s.tracking_uri,
+            "--host", self.s.host, "--port", str(port),
+            "--variant", role, "--workers", str(self.workers),
+        ]  # fmt: skip
+        # no secret and no Airflow configuration: a model server needs MLflow's address, not Airflow's keys
+        env = {
+            **scrubbed_env(os.environ),
+            "MLOPS_MODEL_VERSION": str(version),
+            "MLOPS_MODEL_NAME": self.model,
+        }
+        procs.start_detached(argv, env, log, self.dir, pidfile)
+        self._wait(f"{url}/ready", pidfile, log, self.ready_timeout, f"{self.model} v{version} ({role})")
+        with self._locked() as state:
+            state["backends"][role] = {
+                "version": str(version),
+                "url": url,
+                "port": port,
+                "weight": 0,
+                "pidfile": str(pidfile),
+                "log": str(log),
+                "image": image,
+                "started": time.time(),
+            }
+        return Backend(role, str(version), url, image)
+
+    def set_weights(self, weights: dict[str, int]) -> None:
+        """Split traffic between deployed roles: integers >= 0 summing to 100."""
+        bad = {r: w for r, w in weights.items() if not isinstance(w, int) or w < 0}
+        if bad or sum(weights.values()) != 100:
+            raise DeploymentError(f"weights must be integers >= 0 summing to 100, got {weights}")
+        with self._locked() as state:
+            missing = [r for r, w in weights.items() if w > 0 and r not in state["backends"]]
+            if missing:
+                raise DeploymentError(f"cannot route traffic to {missing}: not deployed on {self.model}")
+            for role, b in state["backends"].items():
+                b["weight"] = int(weights.get(role, 0))
+
+    def promote(self, role: str, keep_previous: bool = False) -> None:
+        """Make ``role`` the stable backend at 100 %; the former stable is kept as ``previous`` or stopped."""
+        stop: list[dict[str, Any]] = []
+        with self._locked() as state:
+            bk = state["backends"]
+            if role not in bk:
+                raise DeploymentError(f"cannot promote {role}: not deployed on {self.model}")
+            if role == STABLE:
+                bk[STABLE]["weight"] = 100
+                return
+            new, old = bk.pop(role), bk.pop(STABLE, None)
+            new["weight"] = 100
+            bk[STABLE] = new
+            for r in list(bk):
+                bk[r]["weight"] = 0
+            bk[STABLE]["weight"] = 100
+            if old is not None:
+                old["weight"] = 0
+                if keep_previous:
+                    if "previous" in bk:
+                        stop.append(bk.pop("previous"))
+                    bk["previous"] = old
+                else:
+                    stop.append(old)
+        if stop:
+            time.sleep(DRAIN_S)
+            for b in stop:
+                self._stop_backend(b)
+
+    def remove(self, role: str) -> None:
+        """Take ``role`` out of the routes and stop it (it must take no traffic); absent is a no-op."""
+        with self._locked() as state:
+            cur = state["backends"].get(role)
+            if cur is None:
+                return
+            if int(cur["weight"]) > 0:
+                raise DeploymentError(
+                    f"cannot remove {self.model} {role}: it takes {cur['weight']}% of the traffic"
+                )
+            del state["backends"][role]
+        time.sleep(DRAIN_S)
+        self._stop_backend(cur)
+
+    def snapshot(self, role: str) -> MetricsSnapshot:
+        """Cumulative serving metrics of the backend in ``role``, read from its ``/metrics``."""
+        b = self.backends().get(role)
+        if b is None:
+            raise DeploymentError(f"no {role} backend deployed for {self.model}")
+        try:
+            r = httpx.get(f"{b.url}/metrics", timeout=10.0, trust_env=False)
+            r.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise DeploymentError(f"cannot read metrics of {self.model} {role} at {b.url}: {exc}") from exc
+        return snapshot_from_text(r.text)
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    def ensure_stable(self, version: str) -> Backend:
+        """Serve ``version`` as stable at 100 % (``make up``: the champion after a restart)."""
+        cur = self.backends().get(STABLE)
+        if cur is not None and cur.version == str(version):
+            self.set_weights({STABLE: 100})
+            return cur
+        role = "green" if cur is not None else STABLE
+        backend = self.deploy(role, version)
+        if role != STABLE:
+            self.set_weights({role: 100})
+            self.promote(role)
+        else:
+            self.set_weights({STABLE: 100})
+        return self.backends()[STABLE] if role != STABLE else backend
+
+    def stop_all(self) -> list[str]:
+        """Stop the router and every backend; returns what was stopped."""
+        stopped = []
+        if procs.stop(self._router_pidfile()):
+            stopped.append("router")
+        if self.dir.exists():
+            for pidfile in sorted(self.dir.glob("v*.pid")):
+                if procs.stop(pidfile):
+                    stopped.append(pidfile.stem)
+        if self.targets_path.exists():
+            self._write_targets(None)
+        return stopped
+
+    def _stop_backend(self, b: dict[str, Any]) -> None:
+        procs.stop(Path(b["pidfile"]), timeout=20.0)
+
+    def _wait(self, url: str, pidfile: Path, log: Path, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if procs.read_pid(pidfile) is None:
+                raise DeploymentError(f"{what} exited during start-up; last log lines ({log}):\n{_tail(log)}")
+            if _ready(url):
+                return
+            if time.monotonic() > deadline:
+                procs.stop(pidfile)
+                raise DeploymentError(
+                    f"{what} not ready after {timeout:.0f}s at {url}; stopped it. Log ({log}):\n{_tail(log)}"
+                )
+            time.sleep(0.5)
+
+
+def _ready(url: str) -> bool:
+    if not url.endswith(("/ready", "/health")):
+        url = f"{url}/ready"
+    try:
+        return httpx.get(url, timeout=2.0, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _tail(log: Path, chars: int = 2000) -> str:
+    try:
+        return log.read_text(errors="replace")[-chars:]
+    except OSError:
+        return "(no log)"
+
+
+def _mlops_bin() -> str:
+    return str(Path(sys.executable).parent / "mlops")

@@ -1,0 +1,1 @@
+"""The metric gate (a pure function) and its application to registered versions."""

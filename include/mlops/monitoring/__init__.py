@@ -1,0 +1,1 @@
+"""Drift checks of the served champion's traffic."""

@@ -1,0 +1,21 @@
+"""The one place an MLflow client is built from a tracking URI (mlflow imported lazily: it costs ~1.5 s)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+
+def mlflow_client(tracking_uri: str | None) -> MlflowClient:
+    """An MLflow client of the tracking server (and its registry) at ``tracking_uri``.
+
+    ``None``: MLflow's own default (``MLFLOW_TRACKING_URI``).
+
+    Credentials, when the server needs them, come from ``MLFLOW_TRACKING_USERNAME`` /
+    ``MLFLOW_TRACKING_PASSWORD`` in the environment (the Airflow hook sets them from the Connection).
+    """
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)

@@ -1,0 +1,1 @@
+"""Training: the entrypoint (``python -m mlops.training``), evaluation, the artifact contract."""

@@ -1,0 +1,1 @@
+"""Test doubles of the platform's seams (kept out of the product package)."""
