@@ -37,6 +37,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
               "serve an MLflow model over HTTP (MLflow-compatible /invocations)"),
     "route": ("mlops.deploy.local.cli", "add_arguments", "run",
               "the local endpoint: split traffic between model servers by weight"),
+    "supervise": ("mlops.deploy.local.cli", "add_supervise_arguments", "run_supervise",
+                  "restart a crashed router or model server of a local endpoint (started with it)"),
     "drift": ("mlops.drift.cli", "add_arguments", "run",
               "compare a batch with a reference profile (exit 0 no drift, 1 drift, 2 insufficient data or "
               "bad input); `mlops drift profile` makes the profile from a training frame"),

@@ -180,7 +180,7 @@ def test_local_target_writes_prometheus_targets_with_the_routing_table(tmp_path)
     target = LocalTarget("churn", Settings(home=tmp_path))
     live = tmp_path / "live.pid"
     procs.write_pid(live, os.getpid())  # a live process stands in for a backend
-    with target._locked() as state:
+    with target.table() as state:
         state["backends"]["stable"] = {"version": "3", "url": "http://127.0.0.1:4101", "weight": 90,
                                        "pidfile": str(live)}  # fmt: skip
         state["backends"]["canary"] = {"version": "4", "url": "http://127.0.0.1:4102", "weight": 10,
@@ -190,7 +190,7 @@ def test_local_target_writes_prometheus_targets_with_the_routing_table(tmp_path)
         {"targets": ["127.0.0.1:4102"], "labels": {"model": "churn", "role": "canary", "model_version": "4"}},
         {"targets": ["127.0.0.1:4101"], "labels": {"model": "churn", "role": "stable", "model_version": "3"}},
     ]
-    with target._locked() as state:
+    with target.table() as state:
         del state["backends"]["canary"]
     assert [g["labels"]["role"] for g in json.loads(target.targets_path.read_text())] == ["stable"]
     target.stop_all()  # nothing of ours is running: the file is emptied

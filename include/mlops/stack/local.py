@@ -462,8 +462,16 @@ def _serving_row(s: Settings) -> StatusRow:
     if not target.router_running():
         return {"service": "serving", "pid": "-", "state": "stopped (starts once a @champion exists)",
                 "health": "-", "optional": True}  # fmt: skip
-    weights = target.weights()
-    routes = ", ".join(f"{r} v{b.version} {weights.get(r, 0)}%" for r, b in target.backends().items())
+    weights, restarts = target.weights(), target.restarts()
+
+    def shown(role: str) -> str:
+        return f" ({restarts[role]} restarts)" if restarts.get(role) else ""
+
+    routes = ", ".join(
+        f"{r} v{b.version} {weights.get(r, 0)}%{shown(r)}" for r, b in target.backends().items()
+    ) + (f"; router{shown('router')}" if restarts.get("router") else "")
+    if not target.supervisor_running():
+        routes += "; NOT supervised (make up restarts the supervisor)"
     ok, detail = _http_ok(f"{target.endpoint()}/ready")
     return {
         "service": "serving",

@@ -1,4 +1,4 @@
-"""``mlops route``: the local endpoint, splitting traffic between model servers by weight."""
+"""``mlops route`` (the local endpoint, splitting traffic by weight) and ``mlops supervise``."""
 
 from __future__ import annotations
 
@@ -25,3 +25,18 @@ def run(args: argparse.Namespace) -> int:
     from mlops.serving.settings import DEFAULT_MAX_BODY_BYTES
 
     return route(args.routes, args.host, args.port, args.max_body_bytes or DEFAULT_MAX_BODY_BYTES)
+
+
+def add_supervise_arguments(r: argparse.ArgumentParser) -> None:
+    """The arguments of ``mlops supervise``."""
+    r.add_argument("--model", required=True, help="model whose local endpoint is supervised")
+    r.add_argument("--port", type=int, default=None, help="its endpoint port (default: MLOPS_SERVING_PORT)")
+    r.add_argument("--interval", type=float, default=1.0, help="seconds between checks")
+
+
+def run_supervise(args: argparse.Namespace) -> int:
+    """Supervise the router and backends of one local endpoint until stopped."""
+    from mlops.deploy.local.supervisor import run as supervise
+    from mlops.deploy.local.target import LocalTarget
+
+    return supervise(LocalTarget(args.model, port=args.port), interval=args.interval)

@@ -34,10 +34,18 @@ def read_pid(path: Path) -> int | None:
         pid, started = int(rec["pid"]), str(rec["start_time"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if proc_start_time(pid) != started:
+    if proc_start_time(pid) != started or _is_zombie(pid):
         path.unlink(missing_ok=True)
         return None
     return pid
+
+
+def _is_zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits to be reaped by its parent (it no longer runs)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def write_pid(path: Path, pid: int) -> None:

@@ -217,6 +217,10 @@ class Router:
                     send, 504, b'{"error_code":"UPSTREAM_TIMEOUT","message":"model server timed out"}'
                 )
                 return
+            if resp.status_code == 503 and len(tried) < 2:  # still loading (e.g. just restarted): elsewhere
+                tried.add(route.role)
+                self.upstream_errors.labels(route.role, route.version).inc()
+                continue
             self.requests.labels(route.role, route.version, str(resp.status_code)).inc()
             self.latency.labels(route.role).observe(time.perf_counter() - t0)
             out = [

@@ -5,7 +5,9 @@ Layout under ``$MLOPS_HOME/serving/<model>/``:
 * ``routes.json`` — the routing table (role -> version, URL, weight, PID file, log), written
   atomically under a file lock; the router (:mod:`mlops.deploy.local.router`) follows it per request;
 * ``router.pid`` / ``router.log`` — the endpoint process on the model's port (8000 by default);
-* ``v<version>-<port>.pid`` / ``.log`` — one ``mlops serve`` process group per backend, on a free port.
+* ``v<version>-<port>.pid`` / ``.log`` — one ``mlops serve`` process group per backend, on a free port;
+* ``supervisor.pid`` / ``.log`` — ``mlops supervise``, restarting a crashed router or backend
+  (:mod:`mlops.deploy.local.supervisor`); restarts are recorded in ``routes.json``.
 
 Next to that folder, ``$MLOPS_HOME/serving/<model>.prometheus-targets.json`` lists the live backends
 in Prometheus' file discovery format (labels ``model``, ``role``, ``model_version``), rewritten with
@@ -71,11 +73,15 @@ class LocalTarget:
         return f"http://{self.s.host}:{self.port}"
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, Any]]:
-        """Read-modify-write of the routing table under an exclusive lock; written back atomically."""
+    def table(self, keep_dead: bool | None = None) -> Iterator[dict[str, Any]]:
+        """Read-modify-write of the routing table under an exclusive lock; written back atomically.
+
+        ``keep_dead``: keep backends whose process is gone (default: while a supervisor runs, which
+        restarts them; without one they are not deployed any more).
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         with locked(self.dir / "routes.lock"):
-            state = self._read()
+            state = self._read(keep_dead)
             before = json.dumps(state, sort_keys=True)
             yield state
             if json.dumps(state, sort_keys=True) != before:
@@ -106,7 +112,7 @@ class LocalTarget:
             pass
         atomic_write_text(self.targets_path, text)
 
-    def _read(self) -> dict[str, Any]:
+    def _read(self, keep_dead: bool | None = None) -> dict[str, Any]:
         try:
             state = json.loads(self.routes_path.read_text())
         except FileNotFoundError:
@@ -115,11 +121,25 @@ class LocalTarget:
             raise DeploymentError(f"{self.routes_path} is not valid JSON ({exc}); fix or delete it") from exc
         state.setdefault("model", self.model)
         state.setdefault("backends", {})
-        # Backends whose process is gone (machine restart, `make down`, crash) are not deployed.
-        for role, b in list(state["backends"].items()):
-            if procs.read_pid(Path(b["pidfile"])) is None:
-                del state["backends"][role]
+        # Backends whose process is gone (machine restart, `make down`, a crash nobody restarts) are
+        # not deployed; while the supervisor runs, a crashed one stays: it is being restarted.
+        if not (self.supervisor_running() if keep_dead is None else keep_dead):
+            for role, b in list(state["backends"].items()):
+                if not self.backend_alive(b):
+                    del state["backends"][role]
         return state
+
+    @staticmethod
+    def backend_alive(b: dict[str, Any]) -> bool:
+        """Whether the process of backend record ``b`` is running."""
+        return procs.read_pid(Path(b["pidfile"])) is not None
+
+    def restarts(self) -> dict[str, int]:
+        """Restarts recorded by the supervisor: per backend role, and ``router``."""
+        state = self._read()
+        out = {role: int(b.get("restarts", 0)) for role, b in state["backends"].items()}
+        out["router"] = int(state.get("router", {}).get("restarts", 0))
+        return out
 
     def backends(self) -> dict[str, Backend]:
         """Backends by role, as the routing table holds them."""
@@ -142,26 +162,52 @@ class LocalTarget:
         return procs.read_pid(self._router_pidfile()) is not None
 
     def ensure_router(self) -> None:
-        """Start the endpoint process if it is not running (idempotent)."""
-        if self.router_running():
-            return
-        if procs.port_in_use(self.s.host, self.port):
-            raise DeploymentError(
-                f"port {self.port} on {self.s.host} is in use by another program, so the {self.model} "
-                "endpoint cannot start there; stop that program or choose another port "
-                "(MLOPS_SERVING_PORT, or deployment.port in the model config)"
-            )
+        """Start the endpoint process and its supervisor if they are not running (idempotent)."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        with locked(self.dir / "routes.lock"):  # the supervisor restarts the router under the same lock
+            started = not self.router_running()
+            if started:
+                if procs.port_in_use(self.s.host, self.port):
+                    raise DeploymentError(
+                        f"port {self.port} on {self.s.host} is in use by another program, so the "
+                        f"{self.model} endpoint cannot start there; stop that program or choose another "
+                        "port (MLOPS_SERVING_PORT, or deployment.port in the model config)"
+                    )
+                self.restart_router()
+        if started:
+            self._wait(
+                f"{self.endpoint()}/router/health", self._router_pidfile(), self.dir / "router.log", 30.0,
+                f"{self.model} router",
+            )  # fmt: skip
+        self.ensure_supervisor()
+
+    def restart_router(self) -> None:
+        """Start the router process (the caller holds the routing table's lock and checked it is down)."""
         argv = [
             _mlops_bin(), "route",
             "--routes", str(self.routes_path),
             "--host", self.s.host, "--port", str(self.port),
         ]  # fmt: skip
-        log = self.dir / "router.log"
-        procs.start_detached(argv, scrubbed_env(os.environ), log, self.dir, self._router_pidfile())
-        self._wait(
-            f"{self.endpoint()}/router/health", self._router_pidfile(), log, 30.0, f"{self.model} router"
-        )
+        procs.start_detached(argv, scrubbed_env(os.environ), self.dir / "router.log", self.dir,
+                             self._router_pidfile())  # fmt: skip
+
+    # ----------------------------------------------------------------------------- supervision
+
+    def _supervisor_pidfile(self) -> Path:
+        return self.dir / "supervisor.pid"
+
+    def supervisor_running(self) -> bool:
+        """Whether ``mlops supervise`` runs for this endpoint."""
+        return procs.read_pid(self._supervisor_pidfile()) is not None
+
+    def ensure_supervisor(self) -> None:
+        """Start the supervisor of this endpoint if it is not running (idempotent)."""
+        with locked(self.dir / "supervisor.lock"):
+            if self.supervisor_running():
+                return
+            argv = [_mlops_bin(), "supervise", "--model", self.model, "--port", str(self.port)]
+            env = {**scrubbed_env(os.environ), **self.s.as_env()}  # the same state folder, MLflow, host
+            procs.start_detached(argv, env, self.dir / "supervisor.log", self.dir, self._supervisor_pidfile())
 
     # ----------------------------------------------------------------------------- backends
 
@@ -170,7 +216,7 @@ class LocalTarget:
         if role not in ROLES:
             raise DeploymentError(f"unknown role {role!r}; one of {ROLES}")
         self.ensure_router()
-        with self._locked() as state:
+        with self.table() as state:
             cur = state["backends"].get(role)
             if cur is not None:
                 if str(cur["version"]) == str(version) and _ready(cur["url"]):
@@ -184,43 +230,53 @@ class LocalTarget:
         if cur is not None:
             self._stop_backend(cur)
         port = procs.free_port(self.s.host)
-        pidfile = self.dir / f"v{version}-{port}.pid"
-        log = self.dir / f"v{version}-{port}.log"
-        url = f"http://{self.s.host}:{port}"
+        url, pidfile, log = (
+            f"http://{self.s.host}:{port}",
+            self.dir / f"v{version}-{port}.pid",
+            self.dir / f"v{version}-{port}.log",
+        )
+        rec: dict[str, Any] = {
+            "version": str(version),
+            "url": url,
+            "port": port,
+            "weight": 0,
+            "workers": self.workers,
+            "pidfile": str(pidfile),
+            "log": str(log),
+            "image": image,
+            "started": time.time(),
+        }
+        self.restart_backend(role, rec)
+        self._wait(f"{url}/ready", pidfile, log, self.ready_timeout, f"{self.model} v{version} ({role})")
+        with self.table() as state:
+            state["backends"][role] = rec
+        return Backend(role, str(version), url, image)
+
+    def restart_backend(self, role: str, b: dict[str, Any]) -> None:
+        """Start the model server of backend record ``b`` in ``role`` on its port (it is not running)."""
+        if procs.port_in_use(self.s.host, int(b["port"])):
+            raise OSError(f"port {b['port']} is in use by another program")
         argv = [
             _mlops_bin(), "serve",
-            "--model-uri", f"models:/{self.model}/{version}",
+            "--model-uri", f"models:/{self.model}/{b['version']}",
             "--tracking-uri", self.s.tracking_uri,
-            "--host", self.s.host, "--port", str(port),
-            "--variant", role, "--workers", str(self.workers),
+            "--host", self.s.host, "--port", str(b["port"]),
+            "--variant", role, "--workers", str(b.get("workers", self.workers)),
         ]  # fmt: skip
         # no secret and no Airflow configuration: a model server needs MLflow's address, not Airflow's keys
         env = {
             **scrubbed_env(os.environ),
-            "MLOPS_MODEL_VERSION": str(version),
+            "MLOPS_MODEL_VERSION": str(b["version"]),
             "MLOPS_MODEL_NAME": self.model,
         }
-        procs.start_detached(argv, env, log, self.dir, pidfile)
-        self._wait(f"{url}/ready", pidfile, log, self.ready_timeout, f"{self.model} v{version} ({role})")
-        with self._locked() as state:
-            state["backends"][role] = {
-                "version": str(version),
-                "url": url,
-                "port": port,
-                "weight": 0,
-                "pidfile": str(pidfile),
-                "log": str(log),
-                "image": image,
-                "started": time.time(),
-            }
-        return Backend(role, str(version), url, image)
+        procs.start_detached(argv, env, Path(b["log"]), self.dir, Path(b["pidfile"]))
 
     def set_weights(self, weights: dict[str, int]) -> None:
         """Split traffic between deployed roles: integers >= 0 summing to 100."""
         bad = {r: w for r, w in weights.items() if not isinstance(w, int) or w < 0}
         if bad or sum(weights.values()) != 100:
             raise DeploymentError(f"weights must be integers >= 0 summing to 100, got {weights}")
-        with self._locked() as state:
+        with self.table() as state:
             missing = [r for r, w in weights.items() if w > 0 and r not in state["backends"]]
             if missing:
                 raise DeploymentError(f"cannot route traffic to {missing}: not deployed on {self.model}")
@@ -230,7 +286,7 @@ class LocalTarget:
     def promote(self, role: str, keep_previous: bool = False) -> None:
         """Make ``role`` the stable backend at 100 %; the former stable is kept as ``previous`` or stopped."""
         stop: list[dict[str, Any]] = []
-        with self._locked() as state:
+        with self.table() as state:
             bk = state["backends"]
             if role not in bk:
                 raise DeploymentError(f"cannot promote {role}: not deployed on {self.model}")
@@ -258,7 +314,7 @@ class LocalTarget:
 
     def remove(self, role: str) -> None:
         """Take ``role`` out of the routes and stop it (it must take no traffic); absent is a no-op."""
-        with self._locked() as state:
+        with self.table() as state:
             cur = state["backends"].get(role)
             if cur is None:
                 return
@@ -302,6 +358,8 @@ class LocalTarget:
     def stop_all(self) -> list[str]:
         """Stop the router and every backend; returns what was stopped."""
         stopped = []
+        if procs.stop(self._supervisor_pidfile()):  # first, or it would restart what is stopped next
+            stopped.append("supervisor")
         if procs.stop(self._router_pidfile()):
             stopped.append("router")
         if self.dir.exists():
