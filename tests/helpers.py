@@ -35,24 +35,45 @@ def wait_http(url: str, timeout: float = 90.0) -> None:
     raise TimeoutError(f"{url} not healthy after {timeout}s")
 
 
+class MlflowServer:
+    """A real MLflow tracking server (SQLite store, served artifacts), started exactly as `make up` does.
+
+    ``stop()`` kills it (SIGKILL: a crash, not a shutdown) and ``start()`` brings it back on the same
+    port and store: for fault tests.
+    """
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.settings = Settings(home=home, mlflow_port=free_port())
+        (home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
+        self.uri = f"http://127.0.0.1:{self.settings.mlflow_port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> str:
+        svc = next(s for s in stack.services(self.settings) if s.name == "mlflow")
+        env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        with open(self.home / "mlflow.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                svc.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_http(f"{self.uri}/health")
+        return self.uri
+
+    def stop(self, sig: int = 9) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+
 @contextmanager
 def mlflow_server(home: Path) -> Iterator[str]:
-    """A real MLflow tracking server (SQLite store, served artifacts), started exactly as `make up` does."""
-    settings = Settings(home=home, mlflow_port=free_port())
-    (home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
-    svc = next(s for s in stack.services(settings) if s.name == "mlflow")
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    uri = f"http://127.0.0.1:{settings.mlflow_port}"
-    with open(home / "mlflow.log", "wb") as log:
-        proc = subprocess.Popen(
-            svc.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    """A real MLflow tracking server for the duration of the block (see :class:`MlflowServer`)."""
+    server = MlflowServer(home)
     try:
-        wait_http(f"{uri}/health")
-        yield uri
+        yield server.start()
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+        server.stop(15)
 
 
 def save_churn_model(path: Path, seed: int, max_iter: int = 30):

@@ -2,9 +2,11 @@
 
 Each call of :func:`mlops.deploy.rollout.advance` does a short piece of work (route traffic, read
 metrics, judge a window); between calls the task defers on :class:`RolloutWaitTrigger`, which carries the
-rollout state (plain JSON) and returns it in its event. The end: promoted -> ``@champion`` moves (the
-former becomes ``@previous``); rolled back -> traffic is already back on stable, the candidate is
-removed, ``@champion`` untouched, and the task fails with the reasons.
+rollout state (plain JSON) and returns it in its event. The end: promoted -> the record is written,
+``@champion`` moves (the former becomes ``@previous``), then the candidate becomes stable; while the
+registry is unreachable the task defers and retries with all traffic on stable; rolled back -> traffic is
+already back on stable, the candidate is removed, ``@champion`` untouched, and the task fails with the
+reasons.
 
 The task log reads one line per rollout step and analysis window (written by :mod:`mlops.deploy.rollout`),
 never the rollout state: the trigger and its event print a one-line summary of it (the triggerer logs
@@ -142,7 +144,15 @@ class RolloutOperator(BaseOperator):
                 method_name="resume",
                 timeout=timedelta(seconds=wait + 600),
             )
-        result = service.finish(cfg, uri, state)
+        # the record and aliases first, traffic for good after; registry away -> held on stable, retried
+        state, result, retry = service.conclude(cfg, uri, target, state)
+        if retry is not None:
+            self.defer(
+                trigger=RolloutWaitTrigger(retry, state),
+                method_name="resume",
+                timeout=timedelta(seconds=retry + 600),
+            )
+        assert result is not None
         if state["outcome"] != rollout.PROMOTED:
             raise AirflowFailException(
                 f"ROLLED BACK: {cfg.name} v{state['version']} — "

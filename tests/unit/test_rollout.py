@@ -18,7 +18,16 @@ from mlops.deploy.analysis import (
     snapshot_from_text,
     snapshot_to_dict,
 )
-from mlops.deploy.rollout import PROMOTED, ROLLED_BACK, advance, describe_window, live_requests, plan, run
+from mlops.deploy.rollout import (
+    PROMOTED,
+    ROLLED_BACK,
+    advance,
+    complete,
+    describe_window,
+    live_requests,
+    plan,
+    run,
+)
 from mlops.deploy.service import _compact
 from mlops.deploy.target import Backend, MetricsSnapshot
 
@@ -201,7 +210,7 @@ def drive(target, state, policy=POLICY, replayer=None):
     while wait is not None:
         sleep(wait)
         state, wait = advance(target, state, policy, replayer, now=lambda: clock[0])
-    return state
+    return complete(target, state)
 
 
 GOOD = snap(100, 0, lat=(100,), score=(25,) * 4)

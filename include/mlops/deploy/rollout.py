@@ -111,7 +111,6 @@ def advance(
     phase = state["phases"][state["index"]]
     if phase == "direct":
         target.set_weights({role: 100})
-        target.promote(role, keep_previous=False)
         entry: dict[str, Any] = {
             "phase": "direct",
             "decision": PASS,
@@ -356,12 +355,7 @@ def _next(target, state, policy, replayer, now):
     state["baseline"] = None
     if state["index"] >= len(state["phases"]):
         keep = state["strategy"] == "blue_green"
-        target.promote(state["role"], keep_previous=keep)
-        log.info(
-            "rollout v%s promoted: every analysis window passed%s",
-            state["version"],
-            "; the former stable stays warm as `previous`" if keep else "",
-        )
+        log.info("rollout v%s: every analysis window passed; promoted once recorded", state["version"])
         return _finish(
             state,
             PROMOTED,
@@ -397,6 +391,34 @@ def _finish(state: dict[str, Any], outcome: str, reasons: list[str]):
     return state, None
 
 
+def complete(target: DeploymentTarget, state: dict[str, Any]) -> dict[str, Any]:
+    """Switch traffic for good once the outcome is recorded: a promoted candidate becomes stable.
+
+    :func:`advance` ends a passed rollout with the candidate taking its last step's traffic but not yet
+    stable, so the registry record (and ``@champion``) can be written first
+    (:func:`mlops.deploy.service.conclude`); until then :func:`hold` keeps traffic on stable.
+    Idempotent; a rolled-back rollout has nothing to complete.
+    """
+    if state["outcome"] == PROMOTED and not state.get("switched"):
+        keep = state["strategy"] == "blue_green" and state["phases"] != ["direct"]
+        target.promote(state["role"], keep_previous=keep)
+        state["switched"] = True
+        log.info(
+            "v%s promoted: stable now%s",
+            state["version"],
+            "; the former stable stays warm as `previous`" if keep else "",
+        )
+    return state
+
+
+def hold(target: DeploymentTarget, state: dict[str, Any]) -> None:
+    """While a promotion cannot be recorded: all traffic on stable (when there is one), candidate kept."""
+    pending = state["outcome"] == PROMOTED and not state.get("switched") and state.get("stable_version")
+    if pending and target.weights().get(STABLE) != 100:
+        target.set_weights({STABLE: 100})
+        log.warning("v%s passed but is not recorded yet: all traffic back on stable", state["version"])
+
+
 def run(
     target: DeploymentTarget,
     state: dict[str, Any],
@@ -404,9 +426,9 @@ def run(
     replayer: Replayer | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
-    """Drive the rollout to its end in this process (CLI, tests); the Airflow operator defers instead."""
+    """Drive the rollout to its end in this process (CLI, tests; nothing recorded); the operator defers."""
     while True:
         state, wait = advance(target, state, policy, replayer)
         if wait is None:
-            return state
+            return complete(target, state)
         sleep(wait)

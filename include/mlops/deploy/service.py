@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -129,6 +131,61 @@ def finish(cfg: ModelConfig, tracking_uri: str, state: dict[str, Any]) -> dict[s
     if alias_version(client, name, CHALLENGER) == str(version):
         client.delete_registered_model_alias(name, CHALLENGER)
     return {"champion": alias_version(client, name, CHAMPION), "previous": None}
+
+
+#: While the registry cannot be written at the end of a rollout: retry every REGISTRY_RETRY_S seconds (the
+#: operator defers), at most REGISTRY_PATIENCE_S in all; then the candidate is removed, stable keeps serving.
+REGISTRY_RETRY_S = 30.0
+REGISTRY_PATIENCE_S = 3600.0
+
+
+def conclude(
+    cfg: ModelConfig,
+    tracking_uri: str,
+    target: DeploymentTarget,
+    state: dict[str, Any],
+    now: Callable[[], float] = time.time,
+) -> tuple[dict[str, Any], dict[str, Any] | None, float | None]:
+    """End a finished rollout: the record and aliases first, traffic for good after.
+
+    Returns ``(state, result, None)`` when done, or ``(state, None, seconds)``: the registry cannot be
+    written now (tracking server away), so nothing moves: traffic stays on stable (:func:`rollout.hold`),
+    ``@champion`` untouched; call again after ``seconds``. After ``REGISTRY_PATIENCE_S`` the candidate is
+    removed and :class:`DeploymentError` says why (stable keeps serving; the candidate can be deployed
+    again).
+    """
+    from mlops.deploy.rollout import PROMOTED, complete, hold
+    from mlops.registry.client import registry_unreachable
+
+    try:
+        result = finish(cfg, tracking_uri, state)
+    except Exception as exc:
+        if not registry_unreachable(exc):
+            raise
+        since = state.setdefault("registry_unreachable_since", now())
+        hold(target, state)
+        waited = now() - since
+        if waited >= REGISTRY_PATIENCE_S:
+            if state["outcome"] == PROMOTED and state.get("stable_version"):
+                target.remove(state["role"])
+            raise DeploymentError(
+                f"{cfg.name} v{state['version']}: the model registry at {tracking_uri} was unreachable for "
+                f"{waited:.0f} s, so the rollout ({state['outcome']}) could not be recorded; nothing was "
+                f"promoted and stable keeps serving. Last error: {exc}"
+            ) from exc
+        log.warning(
+            "%s v%s: cannot record the rollout (%s) in the registry (%s); traffic held on stable, "
+            "retrying in %.0f s (given up after %.0f s)",
+            cfg.name,
+            state["version"],
+            state["outcome"],
+            str(exc)[:300],
+            REGISTRY_RETRY_S,
+            REGISTRY_PATIENCE_S - waited,
+        )
+        return state, None, REGISTRY_RETRY_S
+    state.pop("registry_unreachable_since", None)
+    return complete(target, state), result, None
 
 
 def _compact(state: dict[str, Any]) -> dict[str, Any]:

@@ -84,3 +84,50 @@ def record_gate(client: MlflowClient, name: str, version: str, run_id: str, resu
         path = Path(tmp) / "gate.json"
         path.write_text(result.to_json())
         client.log_artifact(run_id, str(path), artifact_path="gate")
+
+
+def register_version(name: str, model_uri: str, version_tags: dict[str, str]) -> str:
+    """Register ``model_uri`` as a new version of ``name`` (current tracking URI); returns the version.
+
+    One request creates the version with its tags, so a version never exists without the lineage that
+    says which Airflow run made it (what :func:`remove_unjudged` relies on after a failed try).
+    """
+    import mlflow
+
+    return str(mlflow.register_model(model_uri, name, tags=version_tags).version)
+
+
+def remove_unjudged(client: MlflowClient, name: str, dag_id: str, run_id: str) -> list[str]:
+    """Delete versions an earlier try of this Airflow run registered and nobody judged; their numbers.
+
+    A training try can die between registering a version and the end of the task (the tracking server
+    going away, the pod evicted). The retry registers a new version; the earlier one, without a gate
+    record, would be left behind for ever. Only versions of the same run (``airflow.dag_id`` and
+    ``airflow.run_id`` tags) without a ``gate`` tag are touched: a judged version is a record.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
+    removed = []
+    for mv in versions:
+        t = mv.tags or {}
+        if (
+            t.get(tags.AIRFLOW_DAG_ID) == dag_id
+            and t.get(tags.AIRFLOW_RUN_ID) == run_id
+            and tags.GATE not in t
+        ):
+            client.delete_model_version(name, str(mv.version))
+            log.warning(
+                "removed version %s of %s: registered by an earlier try of %s/%s and never judged",
+                mv.version,
+                name,
+                dag_id,
+                run_id,
+            )
+            removed.append(str(mv.version))
+    return removed

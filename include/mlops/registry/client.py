@@ -19,3 +19,18 @@ def mlflow_client(tracking_uri: str | None) -> MlflowClient:
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+def registry_unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` means the tracking server is away (refused, timed out, 5xx), not a bad request.
+
+    MLflow's REST client wraps connection errors as ``MlflowException("API request to ... failed with
+    exception ...")`` (``INTERNAL_ERROR``: HTTP 500); a server or proxy answering 5xx maps the same way.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, MlflowException):
+        return exc.get_http_status_code() >= 500
+    import requests
+
+    return isinstance(exc, requests.RequestException | ConnectionError | TimeoutError)

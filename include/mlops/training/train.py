@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from mlops.config.model import ModelConfig
 from mlops.data.io import file_sha256, load_training_frame
 from mlops.registry import tags as tags_
-from mlops.registry.aliases import CHALLENGER, set_alias
+from mlops.registry.aliases import CHALLENGER, register_version, remove_unjudged, set_alias
 from mlops.registry.client import mlflow_client
 from mlops.training.artifacts import (
     HOLDOUT_FILE,
@@ -193,14 +193,19 @@ def train(
             input_example=example,
             # the model server counts only these values per categorical feature (the rest as __other__)
             metadata={KNOWN_CATEGORIES: {c: p.categories for c, p in profile.categorical.items()}},
-            registered_model_name=cfg.registered_model_name,
         )
-        version = str(info.registered_model_version)
         client = mlflow_client(tracking_uri)
-        for k, v in all_tags.items():
-            client.set_model_version_tag(cfg.registered_model_name, version, k, v)
-        client.set_model_version_tag(cfg.registered_model_name, version, tags_.RUN_ID, run.info.run_id)
-        set_alias(client, cfg.registered_model_name, CHALLENGER, version)
+        dag_id, airflow_run = all_tags.get(tags_.AIRFLOW_DAG_ID), all_tags.get(tags_.AIRFLOW_RUN_ID)
+        if dag_id and airflow_run:  # a retried task: what an earlier try left half-done goes first
+            remove_unjudged(client, cfg.registered_model_name, dag_id, airflow_run)
+        version = register_version(
+            cfg.registered_model_name, info.model_uri, {**all_tags, tags_.RUN_ID: run.info.run_id}
+        )
+        try:
+            set_alias(client, cfg.registered_model_name, CHALLENGER, version)
+        except Exception:
+            _discard(client, cfg.registered_model_name, version)
+            raise
 
     result = TrainResult(
         model=cfg.name,
@@ -216,3 +221,12 @@ def train(
     )
     log.info("registered %s version %s (run %s)", cfg.name, version, run.info.run_id)
     return result
+
+
+def _discard(client: Any, name: str, version: str) -> None:
+    """Best effort: delete a version whose registration could not be completed (a retry cleans up otherwise)."""
+    try:
+        client.delete_model_version(name, version)
+        log.warning("deleted version %s of %s: its registration could not be completed", version, name)
+    except Exception as exc:  # the server is likely still away: the next try removes it (remove_unjudged)
+        log.warning("version %s of %s is incomplete and could not be deleted now (%s)", version, name, exc)

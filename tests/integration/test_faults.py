@@ -1,0 +1,189 @@
+"""Faults injected into real components: nothing half-done is left behind, nothing is lost.
+
+Each test breaks a real service (SIGKILL of the MLflow server, a full filesystem, a file still being
+written) at a chosen point and checks what is left afterwards. The figures these tests print are in
+docs/RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+from mlops.config.model import BUILTIN_MODELS_DIR, load_model_config
+from mlops.demo.datagen import generate_churn, write_frame
+from mlops.registry.aliases import CHALLENGER, CHAMPION, alias_version
+
+from tests.helpers import MlflowServer
+
+
+@pytest.fixture
+def churn_cfg(tmp_path, request):
+    """The churn config under a model name of its own (fast settings)."""
+    name = f"churn_fault_{request.node.name.lower()[-20:]}"
+    raw = yaml.safe_load((BUILTIN_MODELS_DIR / "churn.yaml").read_text())
+    raw["name"] = name
+    raw["training"]["params"]["max_iter"] = 40
+    path = tmp_path / "models" / f"{name}.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(raw))
+    return load_model_config(path)
+
+
+@pytest.fixture
+def mlflow_crashable(tmp_path):
+    server = MlflowServer(tmp_path / "mlflow-home")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _batch(tmp_path, seed):
+    path = tmp_path / f"batch-{seed}.csv"
+    return path if path.exists() else write_frame(generate_churn(2000, seed=seed), path)
+
+
+def _versions_of_run(client, name, run_id):
+    return [
+        mv
+        for mv in client.search_model_versions(f"name = '{name}'")
+        if mv.tags.get("airflow.run_id") == run_id
+    ]
+
+
+def test_mlflow_killed_mid_training_leaves_no_half_registered_version(
+    tmp_path, churn_cfg, mlflow_crashable, monkeypatch
+):
+    """The server dies after the version is registered, before it becomes @challenger; the retry cleans up."""
+    from mlflow import MlflowClient
+    from mlops.gate.judge import judge_candidate, promote_candidate
+    from mlops.training import train as train_mod
+
+    uri, name = mlflow_crashable.uri, churn_cfg.registered_model_name
+    client = MlflowClient(uri)
+    champion = train_mod.train(churn_cfg, [_batch(tmp_path, 1)], uri)
+    promote_candidate(churn_cfg, uri, champion.model_version, forced=True)
+
+    # fail fast while the server is away (the defaults retry for minutes: right for a task, slow for a test)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    airflow_tags = {"airflow.dag_id": f"{name}_training", "airflow.run_id": "manual__fault"}
+    real_set_alias = train_mod.set_alias
+
+    def server_dies_first(*args, **kwargs):
+        mlflow_crashable.stop()  # SIGKILL, between registration and the alias
+        return real_set_alias(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "set_alias", server_dies_first)
+    with pytest.raises(Exception, match=r"(?i)connect|refused|max retries"):
+        train_mod.train(churn_cfg, [_batch(tmp_path, 1), _batch(tmp_path, 2)], uri, tags=airflow_tags)
+    monkeypatch.setattr(train_mod, "set_alias", real_set_alias)
+
+    mlflow_crashable.start()  # the server is back: what did the crash leave?
+    left = _versions_of_run(client, name, "manual__fault")
+    assert len(left) == 1, "the dead try registered a version (with its lineage, in one request)"
+    assert "gate" not in left[0].tags
+    assert alias_version(client, name, CHALLENGER) is None
+    assert alias_version(client, name, CHAMPION) == champion.model_version
+
+    retry = train_mod.train(churn_cfg, [_batch(tmp_path, 1), _batch(tmp_path, 2)], uri, tags=airflow_tags)
+    ours = _versions_of_run(client, name, "manual__fault")
+    assert [mv.version for mv in ours] == [retry.model_version], "the half-registered version is gone"
+    assert retry.model_version != left[0].version
+    assert alias_version(client, name, CHALLENGER) == retry.model_version
+    assert alias_version(client, name, CHAMPION) == champion.model_version, "the champion is untouched"
+
+    # the surviving version gets its gate record like any other: complete, not half
+    judge_candidate(churn_cfg, uri, retry.model_version, retry.run_id)
+    assert client.get_model_version(name, retry.model_version).tags["gate"] in ("passed", "failed")
+    # a judged version is a record: another try of the same run never deletes it
+    from mlops.registry.aliases import remove_unjudged
+
+    assert remove_unjudged(client, name, f"{name}_training", "manual__fault") == []
+    print(
+        f"\nFAULT mlflow-mid-training: orphan v{left[0].version} removed by the retry; v{retry.model_version} kept"
+    )
+
+
+def test_mlflow_killed_at_the_end_of_a_rollout_holds_traffic_on_stable_until_recorded(
+    tmp_path, mlflow_crashable, monkeypatch
+):
+    """A canary passes, then the registry dies: no alias moves, traffic goes back to stable, nothing fails."""
+    import json
+
+    from mlflow import MlflowClient
+    from mlops.config.model import AnalysisConfig, get_model_config
+    from mlops.config.settings import Settings, get_settings
+    from mlops.demo.traffic import Traffic
+    from mlops.deploy import service
+    from mlops.deploy.local.target import LocalTarget
+    from mlops.deploy.rollout import PROMOTED, advance, plan
+    from mlops.deploy.target import DeploymentError
+    from mlops.registry.aliases import set_alias
+
+    from tests.helpers import free_port, register_churn_model
+
+    uri, name = mlflow_crashable.uri, "churn_fault_rollout"
+    cfg = get_model_config("churn", get_settings().models_dir).model_copy(update={"name": name})
+    v1, v2 = register_churn_model(uri, name, seed=1), register_churn_model(uri, name, seed=2)
+    client = MlflowClient(uri)
+    set_alias(client, name, CHAMPION, v1)
+    target = LocalTarget(
+        name, Settings(home=tmp_path / "home", mlflow_tracking_uri=uri, serving_port=free_port())
+    )
+    frame = generate_churn(200, seed=9)[cfg.features.all]
+    rows = json.loads(frame.to_json(orient="records"))
+    policy = AnalysisConfig(window_s=3, min_requests=15, max_wait_s=40)
+    try:
+        target.ensure_stable(v1)
+        with Traffic(target.endpoint(), rows) as load:
+            target.deploy("canary", v2)
+            state, wait = advance(target, plan("canary", v2, v1, [20, 100]), policy)
+            while wait is not None:
+                time.sleep(wait)
+                state, wait = advance(target, state, policy)
+            assert state["outcome"] == PROMOTED, state["reasons"]
+            assert target.weights() == {"stable": 0, "canary": 100}, "passed, not yet stable"
+
+            mlflow_crashable.stop()  # SIGKILL: the registry is away when the rollout ends
+            monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+            t0 = time.monotonic()
+            for _ in range(2):  # two deferrals of the operator, each finding the registry still away
+                state, result, retry = service.conclude(cfg, uri, target, state)
+                assert result is None and retry == service.REGISTRY_RETRY_S
+                assert target.weights() == {"stable": 100, "canary": 0}, "traffic held on stable"
+                assert target.backends()["stable"].version == v1
+                time.sleep(2)
+            down_s = time.monotonic() - t0
+
+            mlflow_crashable.start()
+            state, result, retry = service.conclude(cfg, uri, target, state)
+            assert retry is None and result == {"champion": v2, "previous": v1}
+            assert target.backends()["stable"].version == v2 and set(target.backends()) == {"stable"}
+            time.sleep(1)
+        assert alias_version(client, name, CHAMPION) == v2
+        rollout_tag = json.loads(client.get_model_version(name, v2).tags["deploy.rollout"])
+        assert rollout_tag["outcome"] == PROMOTED
+        assert load.failed == [], load.failed[:5]
+        assert load.by_version.get(v1, 0) > 0 and load.by_version.get(v2, 0) > 0
+        print(
+            f"\nFAULT mlflow-down-at-rollout-end: {load.ok} requests ok, {len(load.failed)} failed; "
+            f"registry away {down_s:.1f} s, traffic on stable meanwhile; @champion moved only after the record"
+        )
+
+        # Past the patience: the candidate is removed, the champion stays, the error says why.
+        target.deploy("canary", v1)
+        state = plan("canary", v1, v2, [100])
+        state.update(outcome=PROMOTED, reasons=["every analysis window passed"], history=[])
+        mlflow_crashable.stop()
+        clock = iter([0.0, service.REGISTRY_PATIENCE_S + 1])
+        with pytest.raises(DeploymentError, match="unreachable for .* nothing was promoted"):
+            for _ in range(2):
+                service.conclude(cfg, uri, target, state, now=lambda: next(clock))
+        assert set(target.backends()) == {"stable"} and target.backends()["stable"].version == v2
+    finally:
+        target.stop_all()
