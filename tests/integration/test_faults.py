@@ -187,3 +187,54 @@ def test_mlflow_killed_at_the_end_of_a_rollout_holds_traffic_on_stable_until_rec
         assert set(target.backends()) == {"stable"} and target.backends()["stable"].version == v2
     finally:
         target.stop_all()
+
+
+def test_a_batch_still_being_uploaded_is_never_judged_until_complete(tmp_path, churn_cfg):
+    """A real writer process appends a CSV in chunks while validation runs: left alone, then accepted."""
+    import subprocess
+    import sys
+
+    from mlops.data.io import file_sha256
+    from mlops.data.landing import landing_dir, quarantine_dir, validate_landing
+
+    data_root = tmp_path / "data"
+    source = _batch(tmp_path, 7)
+    dest = landing_dir(data_root, churn_cfg.name) / "uploading.csv"
+    dest.parent.mkdir(parents=True)
+    writer = subprocess.Popen(  # 40 chunks, 0.15 s apart: about 6 s of upload
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "data = open(sys.argv[1], 'rb').read(); n = len(data) // 40 + 1\n"
+            "with open(sys.argv[2], 'wb') as f:\n"
+            "    for i in range(0, len(data), n):\n"
+            "        f.write(data[i:i + n]); f.flush(); time.sleep(0.15)\n",
+            str(source),
+            str(dest),
+        ]
+    )
+    try:
+        checks = []
+        while writer.poll() is None:
+            checks.append(validate_landing(churn_cfg, data_root, tmp_path / "reports", probe_s=1.0))
+            time.sleep(0.05)
+        assert writer.wait() == 0
+    finally:
+        writer.kill()
+    assert checks, "validation ran while the file was written"
+    complete = {"path": str(dest), "sha256": file_sha256(source)}
+    # never judged while partial: nothing refused; accepted only with the whole file's bytes (a last pass
+    # may start after the final chunk, while the writer is still exiting)
+    assert all(c.rejected == [] for c in checks), [c.rejected for c in checks]
+    assert all(c.good in ([], [complete]) for c in checks), [c.good for c in checks]
+    assert sum(c.waiting == ["uploading.csv"] for c in checks) >= 2, "the growing file was seen and skipped"
+    assert all(c.waiting in ([], ["uploading.csv"]) for c in checks)
+    assert not quarantine_dir(data_root, churn_cfg.name).exists(), "nothing quarantined by a race"
+
+    done = validate_landing(churn_cfg, data_root, tmp_path / "reports", settle_s=0)
+    assert done.good == [complete] and done.waiting == []
+    seen = sum(c.waiting == ["uploading.csv"] for c in checks)
+    print(
+        f"\nFAULT partial-upload: {seen} passes left the growing file alone, 0 judged; accepted once complete"
+    )

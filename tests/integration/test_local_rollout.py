@@ -158,7 +158,9 @@ def test_supervision_restarts_a_killed_model_server_and_router_under_load(target
     print(f"backend back in {back:.1f}s with {failed_backend} failed requests; endpoint back in "
           f"{endpoint_back:.1f}s; {load.ok} ok, {len(load.failed)} failed in all")  # fmt: skip
     assert failed_backend <= clients, load.failed[:5]  # only what was in flight on the killed server
-    assert target.restarts() == {"stable": 0, "canary": 1, "router": 1}
+    restarts = target.restarts()  # (a blue-green test before may have left a warm `previous`: 0 too)
+    assert {k: n for k, n in restarts.items() if n} == {"canary": 1, "router": 1}, restarts
+    assert restarts["stable"] == 0
     log = (target.dir / "supervisor.log").read_text()
     assert "canary (v" in log and "restarted (restart 1" in log and "router on port" in log
     target.set_weights({"stable": 100})

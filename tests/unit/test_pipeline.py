@@ -73,3 +73,51 @@ def test_entrypoint_argv_local_and_pod():
     pod = entrypoint_argv("churn", ts, fetch=True, output="/airflow/xcom/return.json")
     assert pod[pod.index("--data") + 1] == "churn/batches/00001-x-a.csv"  # fetched through DVC in the pod
     assert pod[-2:] == ["--output", "/airflow/xcom/return.json"] and "--models-dir" not in pod
+
+
+def test_a_batch_written_to_during_validation_is_left_in_landing_not_judged(tmp_path, cfg, monkeypatch):
+    """The uploader appends while Great Expectations reads: neither accepted nor quarantined, kept whole."""
+    import mlops.data.validation as validation
+
+    data_root = tmp_path / "data"
+    path = write_frame(generate_churn(600, seed=5), landing_dir(data_root, "churn") / "arriving.csv")
+    real = validation.validate_batch
+
+    def validate_while_the_upload_goes_on(p, *args, **kwargs):
+        report = real(p, *args, **kwargs)
+        with open(p, "a") as f:  # the next rows arrive while the report is being written
+            f.write("c-999999,1")
+        return report
+
+    monkeypatch.setattr(validation, "validate_batch", validate_while_the_upload_goes_on)
+    check = validate_landing(cfg, data_root, tmp_path / "reports", settle_s=0)
+    assert check.waiting == ["arriving.csv"] and check.good == [] and check.rejected == []
+    assert path.exists() and not quarantine_dir(data_root, "churn").exists()
+
+
+def test_fresh_batches_are_probed_and_growing_ones_wait(tmp_path):
+    from mlops.data.landing import settled_batches
+
+    data_root = tmp_path / "data"
+    folder = landing_dir(data_root, "churn")
+    folder.mkdir(parents=True)
+    old = write_frame(generate_churn(50, seed=1), folder / "old.csv")
+    growing = write_frame(generate_churn(50, seed=2), folder / "growing.csv")
+    (folder / "upload.csv.part").write_text("a,b\n")  # the uploader's temporary name: not a batch
+    (folder / ".upload.csv.x1y2").write_text("a,b\n")  # rsync's hidden temporary: not a batch
+    sleeps = []
+
+    def sleep(s):  # the probe: meanwhile one file grows
+        sleeps.append(s)
+        with growing.open("a") as f:
+            f.write("more\n")
+
+    mtime_old = old.stat().st_mtime
+    import os
+
+    os.utime(old, (mtime_old - 60, mtime_old - 60))  # settled a minute ago: not probed
+    complete, moving = settled_batches(data_root, "churn", settle_s=10, probe_s=2, sleep=sleep)
+    assert complete == [old] and moving == [growing] and sleeps == [2]
+    os.utime(growing, (mtime_old - 60, mtime_old - 60))
+    assert settled_batches(data_root, "churn", settle_s=10, sleep=sleep) == ([growing, old], [])
+    assert sleeps == [2], "nothing fresh: no probe"

@@ -97,3 +97,16 @@ def test_interrupted_acceptance_loses_nothing_and_a_retry_of_the_run_completes(t
     third = _batch(tmp_path, "a.csv", 1)
     assert repo.accept("churn", third, run_id="run-2").duplicate and third.exists()
     assert len(repo.batches("churn")) == 1
+
+
+def test_a_batch_changed_after_validation_is_not_versioned(tmp_path, repo):
+    from mlops.data.io import file_sha256
+    from mlops.data.versioning import BatchChangedError
+
+    src = write_frame(generate_churn(300, seed=4), tmp_path / "landing" / "b.csv")
+    validated_sha = file_sha256(src)
+    with src.open("a") as f:  # the uploader appended after validation
+        f.write("999999,1,2,3\n")
+    with pytest.raises(BatchChangedError, match="changed after it was validated"):
+        repo.accept("churn", src, validated_sha)
+    assert src.exists() and repo.batches("churn") == []

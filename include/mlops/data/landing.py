@@ -2,6 +2,13 @@
 
 validate_landing  -> quarantine bad batches (moved byte-for-byte, report beside them)
 version_batches   -> accepted batches into the DVC repo (duplicates archived, never re-versioned)
+
+A batch still being written is left alone, never judged: names that are hidden or end in ``.part`` /
+``.tmp`` (the usual "write, then rename" of uploaders) are not batches; a file modified in the last
+``SETTLE_S`` seconds is watched for ``PROBE_S`` seconds and skipped if it grows; and a file that changes
+while it is being validated is neither accepted nor quarantined. All three leave it in landing for the
+next run (``LandingCheck.waiting``). A writer that may pause longer than the probe should write under a
+temporary name and rename when done (an atomic rename on the same filesystem).
 """
 
 from __future__ import annotations
@@ -9,8 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 import traceback
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +66,41 @@ def list_batches(data_root: str | Path, model: str) -> list[Path]:
     )
 
 
+#: A batch modified less than SETTLE_S seconds ago may still be arriving: it is watched for PROBE_S seconds.
+SETTLE_S = 10.0
+PROBE_S = 2.0
+
+
+def _signature(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def settled_batches(
+    data_root: str | Path,
+    model: str,
+    *,
+    settle_s: float = SETTLE_S,
+    probe_s: float = PROBE_S,
+    now: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[list[Path], list[Path]]:
+    """The waiting batches split into (complete, still being written).
+
+    Only files modified in the last ``settle_s`` seconds are probed (one sleep of ``probe_s`` for all of
+    them); a file whose size or modification time changed meanwhile is still being written.
+    """
+    batches = list_batches(data_root, model)
+    fresh = {p: _signature(p) for p in batches if now() - p.stat().st_mtime < settle_s}
+    if not fresh:
+        return batches, []
+    sleep(probe_s)
+    moving = [p for p, sig in fresh.items() if not p.exists() or _signature(p) != sig]
+    for p in moving:
+        log.warning("%s is still being written: left in landing for the next run", p.name)
+    return [p for p in batches if p not in moving and p.exists()], moving
+
+
 def _free_name(folder: Path, name: str) -> Path:
     """``folder/name``, or a timestamped variant when that exists: nothing is ever overwritten."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -74,6 +118,7 @@ class LandingCheck:
     good: list[dict[str, str]]  # {"path", "sha256"} of each landing batch that passed validation
     rejected: list[dict[str, Any]]  # validation report dicts, with "quarantined_to"
     docs: list[str]  # Data Docs index.html per validated batch
+    waiting: list[str] = field(default_factory=list)  # batches still being written: left in landing
 
     def error_message(self) -> str:
         """The task's failure message: one line per refused batch and where it is kept."""
@@ -96,25 +141,41 @@ def quarantine(path: Path, report: dict[str, Any], data_root: str | Path, model:
     return target
 
 
-def validate_landing(cfg: ModelConfig, data_root: str | Path, reports_dir: str | Path) -> LandingCheck:
-    """Validate every waiting batch with Great Expectations; quarantine the ones that fail."""
+def validate_landing(
+    cfg: ModelConfig,
+    data_root: str | Path,
+    reports_dir: str | Path,
+    *,
+    settle_s: float = SETTLE_S,
+    probe_s: float = PROBE_S,
+) -> LandingCheck:
+    """Validate every complete waiting batch with Great Expectations; quarantine the ones that fail."""
     from mlops.data.validation import validate_batch
 
     good, rejected, docs = [], [], []
-    for path in list_batches(data_root, cfg.name):
+    complete, moving = settled_batches(data_root, cfg.name, settle_s=settle_s, probe_s=probe_s)
+    waiting = [p.name for p in moving]
+    for path in complete:
         docs_dir = Path(reports_dir) / "data_docs" / cfg.name / path.stem
+        before = _signature(path)
+        crash: dict[str, Any] | None = None
         try:
             report = validate_batch(path, cfg, docs_dir=docs_dir)
         except Exception as exc:  # a batch that crashes the validator must not block every other batch
             log.exception("validating %s crashed", path.name)
-            d: dict[str, Any] = {
+            crash = {
                 "batch": path.name,
                 "success": False,
                 "summary": f"Batch {path.name} REJECTED: validation crashed ({type(exc).__name__}: {exc}).",
                 "error": traceback.format_exc(),
             }
-            d["quarantined_to"] = str(quarantine(path, d, data_root, cfg.name))
-            rejected.append(d)
+        if not path.exists() or _signature(path) != before:  # written to while we read it: judge it later
+            log.warning("%s changed while it was validated: left in landing for the next run", path.name)
+            waiting.append(path.name)
+            continue
+        if crash is not None:
+            crash["quarantined_to"] = str(quarantine(path, crash, data_root, cfg.name))
+            rejected.append(crash)
             continue
         if report.docs_path:
             docs.append(report.docs_path)
@@ -128,7 +189,7 @@ def validate_landing(cfg: ModelConfig, data_root: str | Path, reports_dir: str |
             d = report.to_dict()  # includes the summary sentence
             d["quarantined_to"] = str(quarantine(path, d, data_root, cfg.name))
             rejected.append(d)
-    return LandingCheck(good=good, rejected=rejected, docs=docs)
+    return LandingCheck(good=good, rejected=rejected, docs=docs, waiting=waiting)
 
 
 def version_batches(

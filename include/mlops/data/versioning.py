@@ -48,6 +48,10 @@ class VersioningError(RuntimeError):
     """git or DVC refused an operation; the message carries their output."""
 
 
+class BatchChangedError(VersioningError):
+    """A landing batch's bytes are not the ones that were validated: it is versioned only after a new check."""
+
+
 @dataclass(frozen=True)
 class AcceptedBatch:
     """One batch accepted into the data repository (or recognised as bytes accepted before)."""
@@ -222,6 +226,12 @@ class DataRepo:
             seqs = [_batch_seq(p) for p in self.batches(model)]
             dest = folder / f"{max(seqs, default=0) + 1:05d}-{sha[:16]}-{src.name}"
             shutil.copy2(src, dest)
+            if sha256 is not None and file_sha256(dest) != sha256:  # written to after it was validated
+                dest.unlink()
+                raise BatchChangedError(
+                    f"{src.name} changed after it was validated (sha256 no longer {sha256[:16]}): not "
+                    "versioned, left in landing; the next run validates it again"
+                )
             try:
                 with Repo(str(self.root)) as repo:
                     repo.add([str(dest)])
