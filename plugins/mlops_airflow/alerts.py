@@ -88,7 +88,7 @@ class AlertWaitTrigger(BaseTrigger):
             return {}
 
     async def run(self):
-        from mlops.alerting import AlertSourceError, next_backoff, open_ledger
+        from mlops.alerting import AlertSourceError, LedgerUnavailable, next_backoff, open_ledger
         from mlops.config.settings import get_settings
 
         ledger = await asyncio.to_thread(open_ledger, get_settings().home)  # no file I/O on the event loop
@@ -109,12 +109,16 @@ class AlertWaitTrigger(BaseTrigger):
                         self.log.info("%d new alert(s) on %s", new, self.model)
                     backoff, failing_since = 0.0, None
                     next_poll = now + self.poll_interval
-                except AlertSourceError as exc:
+                except (AlertSourceError, LedgerUnavailable) as exc:  # retried: the source re-sends
                     failing_since = now if failing_since is None else failing_since
                     backoff = next_backoff(backoff, self.poll_interval)
                     self.log.warning("%s — still waiting; next try in %.0fs", exc, backoff)
                     next_poll = now + backoff
-            pending = await asyncio.to_thread(ledger.pending, self.model)
+            try:
+                pending = await asyncio.to_thread(ledger.pending, self.model)
+            except LedgerUnavailable as exc:
+                self.log.warning("%s — still waiting", exc)
+                pending = 0
             if pending:
                 champion = await asyncio.to_thread(self._champion)
                 yield TriggerEvent({"status": "alert", "pending": pending, **champion})

@@ -3,7 +3,8 @@
 POST /mlops/alerts/webhook      Alertmanager's webhook (version 4), ``Authorization: Bearer <token>``
                                 (MLOPS_ALERT_WEBHOOK_TOKEN); firing alerts go into the alert ledger,
                                 where the retraining sensor picks them up within a second.
-                                401: missing or wrong token; 422: not JSON / not Alertmanager's format.
+                                401: missing or wrong token; 422: not JSON / not Alertmanager's format;
+                                503: the ledger cannot be written (disk full): nothing recorded, send again.
 GET  /mlops/alerts/             the ledger as a page: every alert, its decision and reason (Airflow login)
 GET  /mlops/alerts/ledger.json  the same as JSON (``?model=churn``) (Airflow login)
 """
@@ -13,15 +14,17 @@ from __future__ import annotations
 import hmac
 import html
 import json
+import logging
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
-from mlops.alerting import alerts_from_webhook, open_ledger
+from mlops.alerting import LedgerUnavailable, alerts_from_webhook, open_ledger
 from mlops.config.settings import get_settings
 from starlette.concurrency import run_in_threadpool
 
 from mlops_airflow.auth import REQUIRE_LOGIN
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/alerts")
 
 
@@ -45,13 +48,24 @@ async def webhook(request: Request) -> dict:
     except ValueError as exc:  # JSONDecodeError is a ValueError
         raise HTTPException(422, f"not an Alertmanager webhook payload: {exc}") from exc
     home = get_settings().home
-    new = await run_in_threadpool(lambda: open_ledger(home).record(alerts))  # SQLite off the event loop
+    try:
+        new = await run_in_threadpool(lambda: open_ledger(home).record(alerts))  # SQLite off the event loop
+    except LedgerUnavailable as exc:  # 503: Alertmanager sends the notification again later
+        log.error("webhook: %d alert(s) not recorded: %s", len(alerts), exc)
+        raise HTTPException(503, f"{exc}; send again later", headers={"Retry-After": "30"}) from exc
     return {"received": len(alerts), "new": new}
+
+
+def _entries(model: str | None, limit: int) -> list[dict]:
+    try:
+        return open_ledger(get_settings().home).entries(model, limit)
+    except LedgerUnavailable as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "30"}) from exc
 
 
 @router.get("/ledger.json", dependencies=[REQUIRE_LOGIN])
 def ledger_json(model: str | None = None, limit: int = 500) -> list[dict]:
-    return open_ledger(get_settings().home).entries(model, limit)
+    return _entries(model, limit)
 
 
 _COLUMNS = (
@@ -70,7 +84,7 @@ _COLUMNS = (
 
 @router.get("/", response_class=HTMLResponse, dependencies=[REQUIRE_LOGIN])
 def ledger_page(model: str | None = None) -> str:
-    rows = open_ledger(get_settings().home).entries(model, 500)
+    rows = _entries(model, 500)
     head = "".join(f"<th>{c}</th>" for c in _COLUMNS)
     body = "".join(
         "<tr>"

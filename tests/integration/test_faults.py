@@ -238,3 +238,151 @@ def test_a_batch_still_being_uploaded_is_never_judged_until_complete(tmp_path, c
     print(
         f"\nFAULT partial-upload: {seen} passes left the growing file alone, 0 judged; accepted once complete"
     )
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs as the state folder (root only: .ci/run runs as root; elsewhere the test skips)."""
+    import os
+    import subprocess
+
+    mount = tmp_path / "state"
+    mount.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI: cannot mount a tmpfs ({proc.stderr.strip()}): the disk-full test needs root")
+        pytest.skip(f"cannot mount a tmpfs: {proc.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(folder):
+    """Write a filler file until the filesystem is full; returns it (delete it to free the space)."""
+    import errno
+
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+def _alert(n):
+    from mlops.alerting import Alert
+
+    return Alert(
+        name="ModelDriftDetected",
+        fingerprint=f"fp{n}",
+        starts_at="2026-12-05T10:00:00Z",
+        labels={"alertname": "ModelDriftDetected", "model": "churn", "model_version": "3"},
+        annotations={"description": "x" * 200},
+        source="test",
+    )
+
+
+def test_disk_full_the_ledger_refuses_loudly_and_keeps_what_it_had(small_disk):
+    import sqlite3
+
+    from mlops.alerting import LedgerUnavailable, open_ledger
+
+    ledger = open_ledger(small_disk)
+    assert ledger.record([_alert(i) for i in range(3)]) == 3
+    filler = _fill(small_disk)
+    recorded, refused = 3, None
+    for i in range(200):  # deliveries of 20 alerts until the database or its WAL needs a page it cannot get
+        try:
+            recorded += ledger.record([_alert(1000 + 20 * i + j) for j in range(20)])
+        except LedgerUnavailable as exc:
+            refused = exc
+            break
+    assert refused is not None and "cannot be used now" in str(refused), refused
+    filler.unlink()  # space is back (reads may fail too while the disk is full: same error, no change)
+    assert len(ledger.entries("churn", limit=10_000)) == recorded, "the refused delivery left nothing behind"
+    # the refused alerts are recorded when Alertmanager sends them again
+    assert ledger.record([_alert(1000 + 20 * i + j) for j in range(20)]) == 20
+    assert len(ledger.entries("churn", limit=10_000)) == recorded + 20
+    with sqlite3.connect(ledger.path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    print(f"\nFAULT disk-full ledger: delivery {i + 1} refused ({refused}); 0 rows lost, integrity ok")
+
+
+def test_disk_full_serving_keeps_answering_and_the_prediction_log_is_not_corrupted(small_disk, tmp_path):
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import httpx
+
+    from tests.helpers import VENV_BIN, free_port, save_churn_model, wait_http
+
+    model = tmp_path / "model"
+    _, cfg = save_churn_model(model, seed=5)
+    rows = json.loads(generate_churn(50, seed=8)[cfg.features.all].to_json(orient="records"))
+    port, preds = free_port(), small_disk / "predictions" / "churn"
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLOPS_HOME": str(small_disk),
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    argv = [str(Path(VENV_BIN) / "mlops"), "serve", "--model-uri", str(model), "--port", str(port)]
+    argv += ["--workers", "2", "--model-version", "3", "--predictions-dir", str(preds)]
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def score(n):
+        codes = []
+        with httpx.Client(base_url=base, trust_env=False, timeout=30) as c:
+            for _ in range(n):
+                codes.append(c.post("/invocations", json={"dataframe_records": rows}).status_code)
+        return codes
+
+    def counter(name):
+        text = httpx.get(f"{base}/metrics", trust_env=False).text
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+    try:
+        wait_http(f"{base}/ready", timeout=120)
+        assert set(score(20)) == {200}
+        time.sleep(1)
+        written_before = counter("mlops_prediction_log_records_total")
+        assert written_before == 20 * len(rows)
+        filler = _fill(small_disk)
+        codes = score(200)  # 200 x 50 rows: far more than the buffer; the disk has no room left
+        time.sleep(1.5)
+        assert set(codes) == {200}, "serving keeps answering with a full disk"
+        failed = counter("mlops_prediction_log_failed_total")
+        assert failed > 0
+        assert (
+            "prediction log: cannot write" in log_path.read_text() and "No space left" in log_path.read_text()
+        )
+
+        filler.unlink()
+        time.sleep(6)  # RETRY_AFTER_FAILURE_S: then writing resumes by itself
+        assert set(score(20)) == {200}
+        time.sleep(1.5)
+        written_after = counter("mlops_prediction_log_records_total")
+        assert written_after > written_before, "the log resumed once space was back"
+        lines = [line for f in sorted(preds.glob("*.jsonl")) for line in f.read_bytes().splitlines()]
+        assert all(json.loads(line)["model_version"] == "3" for line in lines), "no torn or partial line"
+        assert len(lines) == written_after, (len(lines), written_after)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    print(
+        f"\nFAULT disk-full serving: 240 requests, 0 failed; {failed:.0f} log rows lost to ENOSPC (counted), "
+        f"{len(lines)} lines on disk, all whole"
+    )

@@ -314,6 +314,33 @@ def test_webhook_receiver_refuses_unauthenticated_and_malformed(app_client, tmp_
     assert json.loads(json.dumps(entry))["alert"]["labels"]["model_version"] == "3"
 
 
+def test_webhook_answers_503_when_the_ledger_cannot_be_written(app_client, monkeypatch):
+    """Disk full (tests/integration/test_faults.py does it for real): 503 so Alertmanager sends it again."""
+    import contextlib
+
+    from mlops.alerting import ledger as ledger_mod
+
+    auth = {"Authorization": "Bearer s3cret"}
+    assert app_client.post("/alerts/webhook", json=WEBHOOK, headers=auth).status_code == 200
+    real_db, broken = ledger_mod.AlertLedger._db, [True]
+
+    @contextlib.contextmanager
+    def read_only_db(self):
+        with real_db(self) as db:
+            if broken[0]:
+                db.execute("PRAGMA query_only = ON")  # every write fails, as on a full disk
+            yield db
+
+    monkeypatch.setattr(ledger_mod.AlertLedger, "_db", read_only_db)
+    later = {**WEBHOOK, "alerts": [{**WEBHOOK["alerts"][0], "fingerprint": "f2"}]}
+    r = app_client.post("/alerts/webhook", json=later, headers=auth)
+    assert r.status_code == 503 and "no change was made" in r.json()["detail"], r.text
+    assert r.headers["retry-after"] == "30"
+    assert [e["fingerprint"] for e in app_client.get("/alerts/ledger.json").json()] == ["f1"]
+    broken[0] = False  # space is back: Alertmanager's next attempt is recorded
+    assert app_client.post("/alerts/webhook", json=later, headers=auth).json() == {"received": 1, "new": 1}
+
+
 def test_retrains_today_counts_what_the_daily_budget_counts(tmp_path):
     ledger = AlertLedger(tmp_path / "ledger.db")
     day = 1_800_000_000.0  # 2027-01-15T08:00:00Z

@@ -30,13 +30,13 @@ RULES = {r.name: r for r in load_rules(observability.RULES_FILE)}
 # --------------------------------------------------------------------------- rules
 
 
-def test_rules_file_has_the_four_alerts_with_severity_and_model_labels():
-    assert set(RULES) == {"ModelDriftDetected", "ModelHighErrorRate", "ModelHighLatency", "ModelNoTraffic"}
+def test_rules_file_has_the_five_alerts_with_severity_and_model_labels():
     assert {n: r.labels["severity"] for n, r in RULES.items()} == {
         "ModelDriftDetected": "warning",
         "ModelHighErrorRate": "critical",
         "ModelHighLatency": "warning",
         "ModelNoTraffic": "warning",
+        "PredictionLogFailing": "critical",
     }
     for name, rule in RULES.items():
         if name != "ModelDriftDetected":  # aggregated rules keep exactly the model identity
@@ -68,7 +68,12 @@ def test_local_alert_source_evaluates_the_same_rule_file(tmp_path):
                "drifted_features": ["tenure"], "report": "http://x/r.html", "features": []}  # fmt: skip
     publish_drift(summary, None, store)
     source = LocalAlertSource(store, observability.RULES_FILE, tmp_path / "state.json")
-    assert source.unsupported == ["ModelHighErrorRate", "ModelHighLatency", "ModelNoTraffic"]
+    assert source.unsupported == [
+        "ModelHighErrorRate",
+        "ModelHighLatency",
+        "ModelNoTraffic",
+        "PredictionLogFailing",
+    ]
     assert source.firing(now=1000.0) == []  # pending
     (alert,) = source.firing(now=1010.0)
     assert alert.labels["model_version"] == "3" and alert.annotations["report"] == "http://x/r.html"

@@ -13,7 +13,7 @@ heavy at import (httpx and yaml are imported when used).
 from __future__ import annotations
 
 from mlops.alerting.alerts import Alert
-from mlops.alerting.ledger import open_ledger
+from mlops.alerting.ledger import LedgerUnavailable, open_ledger
 from mlops.alerting.local import local_store
 from mlops.alerting.sources import AlertSourceError, make_source, next_backoff
 from mlops.alerting.webhook import alerts_from_webhook
@@ -21,6 +21,7 @@ from mlops.alerting.webhook import alerts_from_webhook
 __all__ = [
     "Alert",
     "AlertSourceError",
+    "LedgerUnavailable",
     "alerts_from_webhook",
     "local_store",
     "make_source",

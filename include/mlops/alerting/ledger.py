@@ -27,6 +27,14 @@ from mlops.alerting.alerts import Alert, utc_iso
 log = logging.getLogger(__name__)
 
 
+class LedgerUnavailable(RuntimeError):
+    """The ledger cannot be written now (disk full, read-only, unreachable): nothing was recorded.
+
+    SQLite rolls the transaction back, so the ledger holds exactly what it held before; the sender
+    (Alertmanager, the sensor's poll) tries again later.
+    """
+
+
 @dataclass(frozen=True)
 class Decision:
     """What the ledger decided for a batch of alerts: at most one retrain, the rest suppressed with reasons."""
@@ -83,11 +91,22 @@ class AlertLedger:
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.OperationalError as exc:
+            raise LedgerUnavailable(f"alert ledger {self.path} cannot be opened: {exc}") from exc
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.row_factory = sqlite3.Row
             yield db
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc):  # contention beyond the 30 s timeout: a bug to see, not an outage
+                raise
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")  # explicit: the ledger keeps exactly what it held before
+            raise LedgerUnavailable(
+                f"alert ledger {self.path} cannot be used now ({exc}; disk full?): no change was made to it"
+            ) from exc
         finally:
             db.close()
 

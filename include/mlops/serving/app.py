@@ -188,6 +188,7 @@ class ServingApp:
             rotate_bytes=s.log_rotate_bytes,
             on_written=m.log_records.inc if m else None,
             on_dropped=m.log_dropped.inc if m else None,
+            on_failed=m.log_failed.inc if m else None,
         )
 
     def wait_ready(self, timeout: float = 120.0) -> bool:

@@ -57,9 +57,11 @@ FEATURE_CATEGORY = "mlops_feature_category"
 MODEL_BATCH_ROWS = "mlops_model_batch_rows"
 #: histogram ``{variant,model_version}`` of the time of one model call
 MODEL_PREDICT_DURATION_SECONDS = "mlops_model_predict_duration_seconds"
-#: counters ``{variant,model_version}`` of prediction-log lines written / records dropped
+#: counters ``{variant,model_version}`` of prediction-log lines written / records dropped (queue full) /
+#: rows lost because the log could not be written (disk full, ...)
 PREDICTION_LOG_RECORDS = "mlops_prediction_log_records"
 PREDICTION_LOG_DROPPED = "mlops_prediction_log_dropped"
+PREDICTION_LOG_FAILED = "mlops_prediction_log_failed"
 #: gauge ``{model,model_version,variant,uri}`` = 1
 MODEL_INFO = "mlops_model_info"
 
@@ -360,6 +362,12 @@ class Metrics:
             Counter,
             PREDICTION_LOG_DROPPED,
             "Prediction log records dropped because the queue was full.",
+            base,
+        ).labels(*self.base)
+        self.log_failed = new(
+            Counter,
+            PREDICTION_LOG_FAILED,
+            "Prediction log rows lost because the log could not be written (disk full, folder gone).",
             base,
         ).labels(*self.base)
         self.info = new(

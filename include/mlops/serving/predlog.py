@@ -15,7 +15,10 @@ Layout (the contract between the server and the monitors, defined here only):
 
 :class:`PredictionLog` writes sampled records from one background thread with a bounded queue (full
 queue = dropped and counted); the thread wakes at most every :data:`LOG_BATCH_INTERVAL_S` and
-serialises column by column. :func:`count_logged`, :func:`logged_frame` and
+serialises column by column. A write that fails (disk full, folder gone) never reaches a request: the
+batch is lost and counted (``on_failed``), the file is cut back to its last complete line (no torn
+line is left in the middle), an error is logged at most every :data:`FAILURE_LOG_INTERVAL_S`, and
+writing resumes by itself once space is back (the next try after :data:`RETRY_AFTER_FAILURE_S`). :func:`count_logged`, :func:`logged_frame` and
 :func:`recent_logged_rows` read them back (drift monitoring, the rollout's replay).
 """
 
@@ -54,6 +57,10 @@ RECORD_FIELDS = (
 #: under load it takes the GIL (from the model and event-loop threads) once per many requests.
 LOG_BATCH_INTERVAL_S = 0.05
 LOG_BUFFER_BYTES = 1 << 20
+#: After a failed write: records are counted as failed, not written, for this long; the error is logged
+#: at most this often.
+RETRY_AFTER_FAILURE_S = 5.0
+FAILURE_LOG_INTERVAL_S = 60.0
 #: :func:`recent_logged_rows` reads at most this much of the end of each file.
 TAIL_BYTES = 4 << 20
 
@@ -96,6 +103,7 @@ class PredictionLog:
         rotate_bytes: int = 64 << 20,
         on_written: Callable[[int], Any] | None = None,
         on_dropped: Callable[[], Any] | None = None,
+        on_failed: Callable[[int], Any] | None = None,
     ):
         self.folder = Path(folder)
         self.static = {"model": model, "model_version": model_version, "variant": variant}
@@ -103,7 +111,14 @@ class PredictionLog:
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self.dropped = 0
         self.written = 0
-        self._on_written, self._on_dropped = on_written, on_dropped
+        self.failed = 0  # records lost because writing failed (disk full, ...)
+        self.last_error: str | None = None
+        self._on_written, self._on_dropped, self._on_failed = on_written, on_dropped, on_failed
+        self._pending = 0  # records written into the buffer since the last flush
+        self._good_size = 0  # size of the open file at the last successful flush: whole lines only
+        self._paused_until = 0.0
+        self._failures_unlogged = 0
+        self._last_failure_log = 0.0
         self._tag = f"{socket.gethostname()}-{os.getpid()}"
         self._file: IO[bytes] | None = None
         self._file_hour: str | None = None
@@ -150,12 +165,16 @@ class PredictionLog:
         # kept open across records, closed on rotation/stop; flushed after every batch of records
         self._file = open(path, "ab", buffering=LOG_BUFFER_BYTES)  # noqa: SIM115
         self._file_hour = hour
+        self._good_size = self._file.tell()
         return self._file
 
     def _write(self, record: tuple) -> None:
         ts, request_id, route, columns, preds, scores = record
         when = datetime.fromtimestamp(ts, UTC)
+        before = self._file
         f = self._open(when.strftime("%Y%m%dT%H"))
+        if before is not None and f is not before:  # rotated: closing the old file wrote its records
+            self._committed()
         # Columnar: each column is serialised in one go, then every line is one bytes %-format of a
         # per-record template with the row's values (the fields shared by the record are in it once).
         head = orjson.dumps(
@@ -175,9 +194,7 @@ class PredictionLog:
         template = head[:-1].replace(b"%", b"%%") + self._row_template(names, quoted)
         lines = [template % row for row in zip(*values)]  # noqa: B905 - the score column may be repeat()
         f.write(b"\n".join(lines) + b"\n")
-        self.written += len(lines)
-        if self._on_written is not None:
-            self._on_written(len(lines))
+        self._pending += len(lines)
 
     def _row_template(self, names: tuple[str, ...], quoted: tuple[bool, ...]) -> bytes:
         """``,"inputs":{"a":%s,"b":"%s",...},"prediction":%s,"score":%s}`` for these columns."""
@@ -190,6 +207,45 @@ class PredictionLog:
             ]
             tpl = self._templates[key] = b',"inputs":{' + b",".join(fields) + b'},"prediction":%s,"score":%s}'
         return tpl
+
+    def _committed(self) -> None:
+        """The buffered records reached the file: count them as written (and remember its size)."""
+        if self._pending:
+            self.written += self._pending
+            if self._on_written is not None:
+                self._on_written(self._pending)
+            self._pending = 0
+        if self._file is not None:
+            self._good_size = self._file.tell()
+
+    def _fail(self, exc: BaseException, records: int) -> None:
+        """A write failed: drop what the buffer held, cut the file back to whole lines, count, log."""
+        lost = self._pending + records
+        self._pending = 0
+        f, self._file = self._file, None
+        if f is not None:
+            name = f.name
+            with contextlib.suppress(OSError):
+                f.close()  # flushes again: may fail again, or write part of the buffer
+            with contextlib.suppress(OSError):
+                os.truncate(name, self._good_size)  # frees space; no torn line in the middle
+        self.failed += lost
+        if self._on_failed is not None and lost:
+            self._on_failed(lost)
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self._paused_until = time.monotonic() + RETRY_AFTER_FAILURE_S
+        self._failures_unlogged += lost
+        now = time.monotonic()
+        if now - self._last_failure_log >= FAILURE_LOG_INTERVAL_S:
+            log.error(
+                "prediction log: cannot write to %s (%s): %d record(s) lost since the last report; "
+                "serving continues, writing resumes when possible",
+                self.folder,
+                self.last_error,
+                self._failures_unlogged,
+            )
+            self._failures_unlogged = 0
+            self._last_failure_log = now
 
     def _run(self) -> None:
         stop = False
@@ -207,15 +263,35 @@ class PredictionLog:
                 if it is self._STOP:
                     stop = True
                     continue
+                if time.monotonic() < self._paused_until:  # after a failed write: count, do not retry yet
+                    self._fail_quietly(len(it[4]))
+                    continue
                 try:
                     self._write(it)
+                except OSError as exc:  # disk full, folder removed: lose this batch, never the server
+                    self._fail(exc, len(it[4]))
                 except Exception:  # noqa: BLE001 - a logging failure must never take the server down
                     log.exception("prediction log: cannot write a record")
             if self._file is not None:
-                self._file.flush()
+                try:
+                    self._file.flush()
+                    self._committed()
+                except OSError as exc:
+                    self._fail(exc, 0)
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            try:
+                self._file.close()
+            except OSError as exc:
+                self._fail(exc, 0)
+            else:
+                self._file = None
+                self._committed()
+
+    def _fail_quietly(self, records: int) -> None:
+        self.failed += records
+        self._failures_unlogged += records
+        if self._on_failed is not None and records:
+            self._on_failed(records)
 
 
 def _json_column(values: Any, strings: bool = True) -> tuple[list[bytes], bool]:
