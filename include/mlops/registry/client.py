@@ -31,6 +31,4 @@ def registry_unreachable(exc: BaseException) -> bool:
 
     if isinstance(exc, MlflowException):
         return exc.get_http_status_code() >= 500
-    import requests
-
-    return isinstance(exc, requests.RequestException | ConnectionError | TimeoutError)
+    return isinstance(exc, OSError)  # socket errors; requests' exceptions are OSErrors too
