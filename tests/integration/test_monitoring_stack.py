@@ -41,7 +41,7 @@ def test_rules_pass_promtool_check_and_unit_tests():
     require_monitoring()
     check = _tool("promtool", "check", "rules", str(observability.RULES_FILE))
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "4 rules found" in check.stdout
+    assert "5 rules found" in check.stdout
     tests = _tool("promtool", "test", "rules", str(observability.RULES_DIR / "mlops.rules.test.yml"))
     assert tests.returncode == 0, tests.stdout + tests.stderr
 
