@@ -18,8 +18,8 @@ queue = dropped and counted); the thread wakes at most every :data:`LOG_BATCH_IN
 serialises column by column. A write that fails (disk full, folder gone) never reaches a request: the
 batch is lost and counted (``on_failed``), the file is cut back to its last complete line (no torn
 line is left in the middle), an error is logged at most every :data:`FAILURE_LOG_INTERVAL_S`, and
-writing resumes by itself once space is back (the next try after :data:`RETRY_AFTER_FAILURE_S`). :func:`count_logged`, :func:`logged_frame` and
-:func:`recent_logged_rows` read them back (drift monitoring, the rollout's replay).
+writing resumes by itself once space is back (the next try after :data:`RETRY_AFTER_FAILURE_S`).
+:func:`count_logged`, :func:`logged_frame` and :func:`recent_logged_rows` read them back (drift monitoring, the rollout's replay).
 """
 
 from __future__ import annotations
@@ -229,13 +229,10 @@ class PredictionLog:
                 f.close()  # flushes again: may fail again, or write part of the buffer
             with contextlib.suppress(OSError):
                 os.truncate(name, self._good_size)  # frees space; no torn line in the middle
-        self.failed += lost
-        if self._on_failed is not None and lost:
-            self._on_failed(lost)
+        self._count_failed(lost)
         self.last_error = f"{type(exc).__name__}: {exc}"
-        self._paused_until = time.monotonic() + RETRY_AFTER_FAILURE_S
-        self._failures_unlogged += lost
         now = time.monotonic()
+        self._paused_until = now + RETRY_AFTER_FAILURE_S
         if now - self._last_failure_log >= FAILURE_LOG_INTERVAL_S:
             log.error(
                 "prediction log: cannot write to %s (%s): %d record(s) lost since the last report; "
@@ -264,7 +261,7 @@ class PredictionLog:
                     stop = True
                     continue
                 if time.monotonic() < self._paused_until:  # after a failed write: count, do not retry yet
-                    self._fail_quietly(len(it[4]))
+                    self._count_failed(len(it[4]))
                     continue
                 try:
                     self._write(it)
@@ -287,7 +284,8 @@ class PredictionLog:
                 self._file = None
                 self._committed()
 
-    def _fail_quietly(self, records: int) -> None:
+    def _count_failed(self, records: int) -> None:
+        """Rows lost to a write failure: counted (metric) and reported with the next error line."""
         self.failed += records
         self._failures_unlogged += records
         if self._on_failed is not None and records:
