@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Metadata, Param, dag, task
+from airflow.sdk import AssetOrTimeSchedule, Metadata, Param, dag, task
 from mlops.config import defaults
 from mlops.config.model import ModelConfig, discover_model_configs, load_model_config
 from mlops_airflow.assets import champion_model_asset, drift_asset
+from mlops_airflow.schedules import cron
 
 DOC = """
 ### {name}: drift monitoring of the served champion
@@ -51,9 +52,7 @@ def build_monitoring_dag(cfg: ModelConfig, config_path: str) -> None:
 
     @dag(
         dag_id=f"{cfg.name}_monitoring",
-        schedule=AssetOrTimeSchedule(
-            timetable=CronTriggerTimetable("0 * * * *", timezone="UTC"), assets=champion
-        ),
+        schedule=AssetOrTimeSchedule(timetable=cron("0 * * * *"), assets=champion),
         catchup=False,
         max_active_runs=1,
         tags=[f"model:{cfg.name}", "stage:monitoring"],

@@ -12,6 +12,7 @@ from airflow.sdk import Metadata, Param, dag, task
 from mlops.config import defaults
 from mlops.config.model import ModelConfig, discover_model_configs, load_model_config, offered_backends
 from mlops_airflow.assets import candidate_model_asset, validated_data_asset
+from mlops_airflow.schedules import cron
 
 DOC = """
 ### {name}: training pipeline
@@ -45,9 +46,9 @@ def build_training_dag(cfg: ModelConfig, config_path: str, platform_backends: li
 
     @dag(
         dag_id=f"{cfg.name}_training",
-        # No start_date: the first scheduled run is the next one in the future, so unpausing the DAG
-        # (as `make demo` does) never fires a surprise run for the interval that just passed.
-        schedule=cfg.schedule,
+        # No start_date and no immediate run: the first scheduled run is the next one in the future, so
+        # unpausing the DAG (as `make demo` does) never fires a surprise run for the interval that passed.
+        schedule=cron(cfg.schedule) if cfg.schedule else None,
         catchup=False,
         max_active_runs=1,
         render_template_as_native_obj=True,

@@ -139,3 +139,40 @@ def test_continuous_dags_keep_creating_runs(dagbag):
             last = info.data_interval
             time.sleep(0.01)
         assert len(set(seen)) == len(seen), f"{dag_id}: repeated logical dates {seen}"
+
+
+@pytest.mark.parametrize("hours_after_the_cron_point", [0.1, 1.3, 2.2])
+def test_unpausing_a_scheduled_dag_never_fires_a_run_for_the_past(
+    dagbag, monkeypatch, hours_after_the_cron_point
+):
+    """The first run of a time-scheduled DAG (as the scheduler sees it, serialized) is in the future.
+
+    Airflow's default for a cron trigger without a start date runs the past cron point when it is
+    less than a tenth of the period ago: a daily training DAG unpaused at 02:12 UTC ran for midnight.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    import airflow.timetables.trigger as trigger
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.timetables.base import TimeRestriction
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    midnight = datetime(2026, 12, 6, tzinfo=UTC)
+    now = midnight + timedelta(hours=hours_after_the_cron_point)
+    monkeypatch.setattr(trigger, "utcnow", lambda: now)
+    checked = []
+    for dag_id, dag in dagbag.dags.items():
+        dag = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+        timetables = [
+            dag.timetable,
+            getattr(dag.timetable, "timetable", None),
+        ]  # AssetOrTimeSchedule wraps one
+        cron = next((t for t in timetables if isinstance(t, CronTriggerTimetable)), None)
+        if cron is None:
+            continue
+        info = cron.next_dagrun_info(
+            last_automated_data_interval=None, restriction=TimeRestriction(None, None, catchup=False)
+        )
+        assert info is not None and info.run_after > now, f"{dag_id}: first run {info.run_after} <= {now}"
+        checked.append(dag_id)
+    assert any(d.endswith("_training") for d in checked) and any(d.endswith("_monitoring") for d in checked)
