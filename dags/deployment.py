@@ -177,13 +177,15 @@ def build_deployment_dag(cfg: ModelConfig, config_path: str) -> None:
         @task(retries=0, doc_md="Decision task: a failed smoke test removes the candidate, never retried.")
         def smoke_test(cand: dict, staged: dict) -> dict:
             from airflow.sdk.exceptions import AirflowFailException
+            from mlops.config.settings import Settings
             from mlops.deploy import service
             from mlops.deploy.smoke import smoke_test as run_smoke
             from mlops_airflow.hooks import MlflowHook
 
             uri = MlflowHook().tracking_uri()
             features, scores = service.holdout_sample(cfg, uri, cand["run_id"], dep.smoke.rows)
-            result = run_smoke(staged["url"], cand["version"], features, scores, dep.smoke)
+            headers = Settings().endpoint_headers()  # the endpoint's token, when it requires one
+            result = run_smoke(staged["url"], cand["version"], features, scores, dep.smoke, headers=headers)
             service.tag(uri, cfg.name, cand["version"], "smoke", result.to_dict())
             for c in result.checks:
                 print(f"smoke {c['name']:<14} {'ok ' if c['ok'] else 'FAIL'} {c['detail']}")

@@ -166,3 +166,52 @@ def test_supervision_restarts_a_killed_model_server_and_router_under_load(target
     target.set_weights({"stable": 100})
     target.remove("canary")
     assert set(target.backends()) - {"previous"} == {"stable"}  # the warm `previous` is not ours
+
+
+def test_an_endpoint_token_protects_every_backend_and_the_smoke_test_sends_it(
+    versions, mlflow_uri, rows, tmp_path
+):
+    """With ``endpoint_token`` set the local target's servers require it (restarts too); the smoke test
+    and client traffic that send it pass, a request without it gets 401 through the router."""
+    import pandas as pd
+    from mlops.config.model import SmokeConfig
+    from mlops.deploy.smoke import smoke_test
+
+    name, v = versions
+    token = "endpoint-token-for-the-rollout-test"
+    s = Settings(
+        home=tmp_path, mlflow_tracking_uri=mlflow_uri, serving_port=free_port(), endpoint_token=token
+    )
+    t = LocalTarget(name, s, ready_timeout=120)
+    try:
+        t.ensure_stable(v["v1"])
+        canary = t.deploy("canary", v["v2"])
+        token_file = t.dir / "api-token"
+        assert token_file.stat().st_mode & 0o777 == 0o600 and token_file.read_text().strip() == token
+        with t.table() as state:
+            pids = [procs.read_pid(Path(b["pidfile"])) for b in state["backends"].values()]
+        for pid in pids:  # the file is the only place: not in the servers' argv or environment
+            assert token.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+            assert token.encode() not in Path(f"/proc/{pid}/environ").read_bytes()
+        features = pd.DataFrame(rows)
+        cfg = SmokeConfig(rows=20, requests=5, max_p95_ms=5000)
+        good = smoke_test(canary.url, v["v2"], features, None, cfg, headers=s.endpoint_headers())
+        assert good.passed, good.failures()
+        bare = smoke_test(canary.url, v["v2"], features, None, cfg)
+        assert not bare.passed and any("401" in f for f in bare.failures()), bare.failures()
+        one = {"dataframe_records": rows[:1]}
+        assert httpx.post(f"{t.endpoint()}/invocations", json=one, trust_env=False).status_code == 401
+        with Traffic(t.endpoint(), rows, clients=1, headers=s.endpoint_headers()) as load:
+            t.set_weights({"stable": 50, "canary": 50})
+            _wait(lambda: load.ok > 40, 60)
+        assert load.failed == [] and set(load.by_version) == {v["v1"], v["v2"]}
+        # a restarted server keeps the token (the supervisor has no secret: it passes the file on)
+        with t.table() as state:
+            pidfile = Path(state["backends"]["canary"]["pidfile"])
+        os.killpg(procs.read_pid(pidfile), signal.SIGKILL)
+        _wait(lambda: t.restarts().get("canary") == 1 and _up(f"{canary.url}/ready"), 30)
+        assert httpx.post(f"{canary.url}/invocations", json=one, trust_env=False).status_code == 401
+        ok = httpx.post(f"{canary.url}/invocations", json=one, headers=s.endpoint_headers(), trust_env=False)
+        assert ok.status_code == 200, ok.text
+    finally:
+        t.stop_all()

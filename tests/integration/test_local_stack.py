@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
+from mlops.demo.acts import _demo_rows
 from mlops.registry.aliases import CHAMPION, alias_version
 from mlops.stack import observability
 
 from tests.helpers import free_port
 
 MLOPS = str(Path(sys.executable).parent / "mlops")
+ENDPOINT_TOKEN = secrets.token_urlsafe(32)
 CYCLES = 3  # `mlops demo --loop-cycles 3`: three closed loops in a row, each a new alert-triggered champion
 
 
@@ -34,6 +37,9 @@ def stack_env(tmp_path_factory):
         "MLOPS_ALERTMANAGER_URL": f"http://127.0.0.1:{free_port()}",
         "MLOPS_PUSHGATEWAY_URL": f"http://127.0.0.1:{free_port()}",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        # the model endpoint requires a token: the demo's smoke tests, analyses, replays and client
+        # traffic must all send it (given by the environment, the way a deployment would)
+        "MLOPS_ENDPOINT_TOKEN": ENDPOINT_TOKEN,
     }
     up = subprocess.run([MLOPS, "stack", "up"], env=env, capture_output=True, text=True, timeout=400)
     try:
@@ -155,6 +161,12 @@ def test_demo_runs_the_main_job_through_airflow(stack_env):
     version = httpx.get(f"{api}/version", trust_env=False)
     assert version.json()["model_version"] == champion
     assert version.headers["x-mlops-variant"] == "stable"  # through the router of the local target
+    row = {"dataframe_records": _demo_rows(_settings(stack_env), "churn")[:1]}
+    bearer = {"Authorization": f"Bearer {ENDPOINT_TOKEN}"}
+    assert httpx.post(f"{api}/invocations", json=row, headers=bearer, trust_env=False).status_code == 200
+    assert httpx.post(f"{api}/invocations", json=row, trust_env=False).status_code == 401
+    wrong = {"Authorization": "Bearer " + "x" * 43}
+    assert httpx.post(f"{api}/invocations", json=row, headers=wrong, trust_env=False).status_code == 401
     assert "POST " in out and "/invocations (3 rows) -> {'predictions': [" in out
 
 
@@ -359,17 +371,19 @@ def test_task_links_open_mlflow_and_data_docs(stack_env):
 
 #: Files meant to hold secrets (0600): the generated secrets, Airflow's password file, the CLI's env file,
 #: Alertmanager's credentials file. Nothing else under the state folder or the data root may hold one.
-SECRET_HOLDERS = {"secrets.env", "passwords.json", "airflow.env", "webhook-token"}
+SECRET_HOLDERS = {"secrets.env", "passwords.json", "airflow.env", "webhook-token", "api-token"}
 
 
 def test_no_secret_anywhere_but_its_files(stack_env):
     """After the demo: no secret in any log, database (XCom, run conf, MLflow params and tags), report,
     artifact, process argv or `mlops config` output; generated, 0600, and not the old public defaults."""
-    from mlops.config.secrets import KNOWN_VALUES, SECRET_FIELDS, secrets_path
+    from mlops.config.secrets import GENERATED_FIELDS, KNOWN_VALUES, SECRET_FIELDS, secrets_path
 
     s = _settings(stack_env)
-    values = {name: getattr(s, name).get_secret_value() for name in SECRET_FIELDS}
+    values = {name: getattr(s, name).get_secret_value() for name in GENERATED_FIELDS}
     assert all(len(v) >= 24 and v not in KNOWN_VALUES for v in values.values()), "secrets must be generated"
+    assert set(SECRET_FIELDS) - set(GENERATED_FIELDS) == {"endpoint_token"}
+    values["endpoint_token"] = ENDPOINT_TOKEN  # given by the environment, not generated
     path = secrets_path(s.home)
     assert path.stat().st_mode & 0o777 == 0o600
     needles = {name: v.encode() for name, v in values.items()}
@@ -394,7 +408,7 @@ def test_no_secret_anywhere_but_its_files(stack_env):
         except OSError:
             continue
         airflow = any(Path(a.decode(errors="replace")).name.startswith("airflow") for a in argv[:2])
-        allowed = {"jwt_secret", "fernet_key", "alert_webhook_token"} if airflow else set()
+        allowed = {"jwt_secret", "fernet_key", "alert_webhook_token", "endpoint_token"} if airflow else set()
         held = {n for n, v in needles.items() if v in environ} - allowed
         assert not held, f"pid {pid} ({b' '.join(argv)[:120]!r}) has {held} in its environment"
         checked += not airflow

@@ -133,6 +133,7 @@ def full_config() -> KubernetesTargetConfig:
         workers=2,
         model_uri="models:/{model}/{version}",
         mlflow_secret="mlflow-credentials",
+        api_token_secret="endpoint-token",
     )
 
 
@@ -214,6 +215,8 @@ def test_deployment_pod_spec():
     assert env["MLOPS_IMAGE_DIGEST"] == "sha256:" + "d" * 64
     assert env["MLOPS_LOG_LEVEL"] == "debug"
     assert c["envFrom"] == [{"secretRef": {"name": "mlflow-credentials"}}]
+    token = {"secretKeyRef": {"name": "endpoint-token", "key": "token"}}  # from the Secret, never inline
+    assert {"name": "MLOPS_SERVE_API_TOKEN", "valueFrom": token} in c["env"]
     assert c["command"] == ["mlops", "serve"]
     args = c["args"]
     assert args[args.index("--model-uri") + 1] == "models:/credit_risk/12"
@@ -231,6 +234,7 @@ def test_default_pod_serves_the_model_baked_in_the_image():
     assert doc["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001  # the image's user
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["MLOPS_HOME"].startswith("/tmp/")  # writable with a read-only root filesystem
+    assert "MLOPS_SERVE_API_TOKEN" not in env  # no token Secret configured: the endpoint is open
 
 
 def test_services():

@@ -6,8 +6,15 @@ import os
 import stat
 
 import pytest
-from mlops.config.secrets import SECRET_FIELDS, ensure_secrets, exposure_problems, secrets_path
+from mlops.config.secrets import (
+    GENERATED_FIELDS,
+    SECRET_FIELDS,
+    ensure_secrets,
+    exposure_problems,
+    secrets_path,
+)
 from mlops.config.settings import Settings
+from pydantic import SecretStr
 
 
 @pytest.fixture(autouse=True)
@@ -16,18 +23,19 @@ def _no_secret_env(monkeypatch):
         monkeypatch.delenv(f"MLOPS_{name.upper()}", raising=False)
 
 
-def _values(s: Settings) -> dict[str, str]:
-    return {n: getattr(s, n).get_secret_value() for n in SECRET_FIELDS}
+def _values(s: Settings, fields: tuple[str, ...] = GENERATED_FIELDS) -> dict[str, str]:
+    return {n: getattr(s, n).get_secret_value() for n in fields}
 
 
 def test_no_secret_has_a_default(tmp_path):
-    assert set(_values(Settings(home=tmp_path)).values()) == {""}
+    assert set(_values(Settings(home=tmp_path), SECRET_FIELDS).values()) == {""}
 
 
 def test_generated_once_0600_and_reused(tmp_path):
     first = ensure_secrets(Settings(home=tmp_path))
     values = _values(first)
-    assert all(len(v) >= 24 for v in values.values()) and len(set(values.values())) == len(SECRET_FIELDS)
+    assert all(len(v) >= 24 for v in values.values()) and len(set(values.values())) == len(GENERATED_FIELDS)
+    assert first.endpoint_token.get_secret_value() == ""  # opt-in: never generated
     path = secrets_path(tmp_path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     # a new process (new Settings) reads them back; a second ensure generates nothing new
@@ -58,6 +66,14 @@ def test_loopback_is_fine_anything_else_needs_strong_secrets(tmp_path, monkeypat
         assert "MLOPS_JWT_SECRET is shorter than 32 characters" in problems
         assert "MLOPS_FERNET_KEY is not set" in problems
     strong = ensure_secrets(Settings(home=tmp_path / "other", host="0.0.0.0"))
+    # off loopback the model endpoint needs its token too
+    assert exposure_problems(strong) == [
+        "MLOPS_ENDPOINT_TOKEN is not set (the model endpoint would answer anyone)"
+    ]
+    assert exposure_problems(strong.model_copy(update={"endpoint_token": SecretStr("short")})) == [
+        "MLOPS_ENDPOINT_TOKEN is shorter than 24 characters"
+    ]
+    strong = strong.model_copy(update={"endpoint_token": SecretStr("endpoint-token-of-32-characters!")})
     assert exposure_problems(strong) == []
     assert exposure_problems(strong.model_copy(update={"host": "::1"})) == []
 
@@ -102,6 +118,12 @@ def test_each_stack_service_gets_only_the_secrets_it_needs(tmp_path, monkeypatch
         assert env["AIRFLOW__CORE__FERNET_KEY"] == v["fernet_key"]
         assert v["admin_password"] not in env.values()  # Airflow reads its 0600 password file
         assert ("MLOPS_ALERT_WEBHOOK_TOKEN" in env) == (name == "api-server")  # the webhook receiver
+        assert "MLOPS_ENDPOINT_TOKEN" not in env  # none set
+    token = "endpoint-token-0123456789abcdef"
+    s = s.model_copy(update={"endpoint_token": SecretStr(token)})
+    assert stack.service_env(s, "scheduler")["MLOPS_ENDPOINT_TOKEN"] == token  # its tasks smoke-test servers
+    for name in ("api-server", "triggerer", "dag-processor", "mlflow", "prometheus"):
+        assert token not in stack.service_env(s, name).values(), name
 
 
 def test_scrubbed_env_for_model_servers_and_training():

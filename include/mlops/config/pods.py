@@ -165,6 +165,11 @@ class KubernetesTargetConfig(_Strict):
         default=None,
         description="Secret whose keys become env vars (MLFLOW_TRACKING_URI...): only if model_uri is in MLflow",
     )
+    api_token_secret: str | None = Field(
+        default=None,
+        description="Secret whose key `token` the servers require as bearer token on scoring routes; "
+        "the deployment DAG's smoke test sends MLOPS_ENDPOINT_TOKEN, which must hold the same value",
+    )
     env: dict[str, str] = Field(default_factory=dict, description="extra environment of the server")
     command: list[str] = Field(default_factory=lambda: ["mlops", "serve"])
     model_uri: str = Field(

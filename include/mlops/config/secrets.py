@@ -3,8 +3,9 @@
 ``<home>/secrets.env`` holds the Airflow admin password, the JWT secret Airflow's components share, the
 Fernet key Airflow encrypts connections and variables with, and the webhook's bearer token. The first
 ``make up`` generates whichever the environment (or the project's ``.env``) does not set; later runs
-reuse them, and a value given by the environment always wins. :func:`exposure_problems` names what
-makes a configuration unsafe to bind beyond the loopback interface.
+reuse them, and a value given by the environment always wins. The model endpoint's API token is the one
+secret that is not generated: set it (environment or this file) to require a token for predictions.
+:func:`exposure_problems` names what makes a configuration unsafe to bind beyond the loopback interface.
 """
 
 from __future__ import annotations
@@ -21,12 +22,20 @@ from mlops.fileio import atomic_write_text, locked
 
 SECRETS_FILE = "secrets.env"
 #: Settings fields that are secrets, as ``MLOPS_<NAME>`` in the file.
-SECRET_FIELDS = ("admin_password", "jwt_secret", "fernet_key", "alert_webhook_token")
+SECRET_FIELDS = ("admin_password", "jwt_secret", "fernet_key", "alert_webhook_token", "endpoint_token")
+#: The secrets the first ``make up`` generates (the endpoint token is opt-in: empty means no authentication).
+GENERATED_FIELDS = ("admin_password", "jwt_secret", "fernet_key", "alert_webhook_token")
 #: Values published in this project's history or in docs everyone reads: never safe off the laptop.
 KNOWN_VALUES = frozenset(
     {"admin", "password", "changeme", "local-dev-only-change-me", "local-dev-alert-token"}
 )
-MIN_LENGTH = {"admin_password": 12, "jwt_secret": 32, "fernet_key": 44, "alert_webhook_token": 24}
+MIN_LENGTH = {
+    "admin_password": 12,
+    "jwt_secret": 32,
+    "fernet_key": 44,
+    "alert_webhook_token": 24,
+    "endpoint_token": 24,
+}
 
 
 #: Environment variables that carry a secret: the platform's, and Airflow's (JWT, session, Fernet).
@@ -76,7 +85,7 @@ def ensure_secrets(s: Any) -> Any:
     Values already set (environment, ``.env``, or the file) are kept; the file is written 0600 from its
     first byte and only when something was generated. Returns the completed settings (a copy).
     """
-    missing = [n for n in SECRET_FIELDS if not getattr(s, n).get_secret_value()]
+    missing = [n for n in GENERATED_FIELDS if not getattr(s, n).get_secret_value()]
     if not missing:
         return s
     from pydantic import SecretStr
@@ -105,14 +114,19 @@ def is_loopback(host: str) -> bool:
 
 
 def exposure_problems(s: Any) -> list[str]:
-    """What is unsafe about binding services to ``s.host``: nothing on loopback; else every weak secret."""
+    """What is unsafe about binding services to ``s.host``: nothing on loopback; else every weak secret.
+
+    Off the loopback interface the model endpoint needs its API token too: without one anybody who can
+    reach the port gets predictions.
+    """
     if is_loopback(s.host):
         return []
     problems = []
     for name in SECRET_FIELDS:
         value = getattr(s, name).get_secret_value()
         if not value:
-            problems.append(f"MLOPS_{name.upper()} is not set")
+            why = " (the model endpoint would answer anyone)" if name not in GENERATED_FIELDS else ""
+            problems.append(f"MLOPS_{name.upper()} is not set{why}")
         elif value.lower() in KNOWN_VALUES:
             problems.append(f"MLOPS_{name.upper()} has a publicly known value")
         elif len(value) < MIN_LENGTH[name]:

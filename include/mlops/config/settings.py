@@ -112,6 +112,11 @@ class Settings(BaseSettings):
         description="Bearer token Alertmanager's webhook must send to /mlops/alerts/webhook (secret). "
         "Empty: generated.",
     )
+    endpoint_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer token the model endpoint's scoring routes require (secret; 24+ characters). "
+        "Empty: no authentication, allowed only when services bind to the loopback interface.",
+    )
 
     @model_validator(mode="after")
     def _secrets_from_home(self) -> Settings:
@@ -156,6 +161,11 @@ class Settings(BaseSettings):
             if value is not None:
                 env[f"MLOPS_{name.upper()}"] = str(value)
         return env
+
+    def endpoint_headers(self) -> dict[str, str]:
+        """Headers every client of the model endpoint sends: the bearer token, when one is set."""
+        token = self.endpoint_token.get_secret_value()
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     def masked(self) -> dict[str, str]:
         """Every setting as text, secrets shown as ``**********``."""

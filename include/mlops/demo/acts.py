@@ -138,7 +138,8 @@ def _follow_deployment(
         print(f"  sending client traffic to {endpoint} during the rollout (2 clients)")
     else:
         print("  no endpoint yet: this is the first deployment, there is no traffic to protect")
-    traffic = Traffic(endpoint, _demo_rows(settings, model), clients=2) if serving else None
+    headers = settings.endpoint_headers()
+    traffic = Traffic(endpoint, _demo_rows(settings, model), clients=2, headers=headers) if serving else None
     with traffic or contextlib.nullcontext() as load:
         final = api.wait_for_run(dag_id, run["dag_run_id"], timeout=timeout, on_change=on_change)
     tasks = {t["task_id"]: t.get("state") for t in api.task_instances(dag_id, run["dag_run_id"])}
@@ -203,7 +204,9 @@ def _serve_champion(settings: Settings, model: str) -> str | None:
     cfg = get_model_config(model, settings.models_dir)
     rows = generate(model, rows=3, seed=7)[cfg.features.all]
     body = {"dataframe_split": rows.to_dict(orient="split", index=False)}
-    r = httpx.post(f"{url}/invocations", json=body, timeout=30, trust_env=False)
+    r = httpx.post(
+        f"{url}/invocations", json=body, headers=settings.endpoint_headers(), timeout=30, trust_env=False
+    )
     r.raise_for_status()
     print(f"  POST {url}/invocations (3 rows) -> {r.json()}")
     print(f"  also: {url}/predict, {url}/metrics, {url}/version")

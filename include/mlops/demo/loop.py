@@ -298,7 +298,8 @@ def _cycle(
     path = land(settings, model, (int(time.time()) + seed) % 1_000_000, rows=DRIFT_ROWS, drift=drift)
     _move_population(settings, model, drift)
     print(f"  landed {path.name} ({DRIFT_ROWS} rows at drift level {drift:g})")
-    with Traffic(endpoint, _drifted_rows(settings, model, drift, seed), clients=2, pause=0.005) as load:
+    rows = _drifted_rows(settings, model, drift, seed)
+    with Traffic(endpoint, rows, clients=2, pause=0.005, headers=settings.endpoint_headers()) as load:
         deadline = time.monotonic() + 120
         while load.ok < MIN_LOGGED and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -309,7 +309,8 @@ def replayer(cfg: ModelConfig, target: DeploymentTarget, settings: Settings | No
     """
     import httpx
 
-    folder = predictions_dir((settings or Settings()).home, cfg.name)
+    settings = settings or Settings()
+    folder = predictions_dir(settings.home, cfg.name)
     not_sent = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
     def replay(n: int) -> int:
@@ -318,7 +319,7 @@ def replayer(cfg: ModelConfig, target: DeploymentTarget, settings: Settings | No
             return 0
         urls = {role: b.url for role, b in target.backends().items() if role != PREVIOUS}
         reached = 0
-        with httpx.Client(timeout=30.0, trust_env=False) as http:
+        with httpx.Client(timeout=30.0, trust_env=False, headers=settings.endpoint_headers()) as http:
             for row in rows:
                 for role, url in urls.items():
                     try:

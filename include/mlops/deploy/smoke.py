@@ -57,8 +57,12 @@ def smoke_test(
     offline_scores: list[float] | None,
     cfg: SmokeConfig,
     timeout: float = 30.0,
+    headers: dict[str, str] | None = None,
 ) -> SmokeResult:
-    """Run every check against the backend at ``url`` (its own address, not the shared endpoint)."""
+    """Run every check against the backend at ``url`` (its own address, not the shared endpoint).
+
+    ``headers`` go with every request: the endpoint's ``Authorization`` when it requires a token.
+    """
     checks: list[dict[str, Any]] = []
 
     def check(name: str, ok: bool, detail: str) -> None:
@@ -66,7 +70,7 @@ def smoke_test(
 
     sample = features.head(cfg.rows)
     p95 = None
-    with httpx.Client(base_url=url, timeout=timeout, trust_env=False) as http:
+    with httpx.Client(base_url=url, timeout=timeout, trust_env=False, headers=headers) as http:
         try:
             r = http.get("/ready")
             check("ready", r.status_code == 200, f"GET /ready -> {r.status_code}")

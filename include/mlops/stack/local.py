@@ -180,14 +180,17 @@ AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
 def service_env(s: Settings, name: str) -> dict[str, str]:
     """The environment of one service: only the secrets it needs.
 
-    Airflow's components get Airflow's configuration (JWT secret, Fernet key) and the api-server the
-    webhook token its receiver checks; MLflow and the monitoring servers get neither, nor any Airflow
-    variable. No service gets the admin password (Airflow reads its 0600 password file).
+    Airflow's components get Airflow's configuration (JWT secret, Fernet key), the api-server the
+    webhook token its receiver checks, and the scheduler (whose tasks smoke-test and analyse model
+    servers) the endpoint's API token when one is set; MLflow and the monitoring servers get none of
+    them, nor any Airflow variable. No service gets the admin password (Airflow reads its 0600 file).
     """
     if name in AIRFLOW_SERVICES:
         env = {**scrubbed_env(os.environ, airflow=True), **airflow_env(s)}
         if name == "api-server":
             env["MLOPS_ALERT_WEBHOOK_TOKEN"] = s.alert_webhook_token.get_secret_value()
+        if name == "scheduler" and s.endpoint_token.get_secret_value():
+            env["MLOPS_ENDPOINT_TOKEN"] = s.endpoint_token.get_secret_value()
         return env
     return scrubbed_env({**os.environ, **airflow_env(s)})
 

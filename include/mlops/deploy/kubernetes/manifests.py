@@ -27,6 +27,7 @@ from typing import Any
 from mlops.config import pods
 from mlops.config.pods import DNS_LABEL, KubernetesTargetConfig
 from mlops.deploy.target import PREVIOUS, ROLES, STABLE, DeploymentError
+from mlops.serving.settings import ENV_API_TOKEN
 
 #: Label keys (the brief of issue 4 names them; Prometheus relabeling may rely on them).
 APP, ROLE, VERSION, SERVING = "app", "role", "model-version", "serving"
@@ -182,6 +183,9 @@ def pod_spec(
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         *({"name": k, "value": v} for k, v in sorted(cfg.env.items())),
     ]
+    if cfg.api_token_secret:  # the token from a Secret: never in the manifest
+        ref = {"secretKeyRef": {"name": cfg.api_token_secret, "key": "token"}}
+        env.append({"name": ENV_API_TOKEN, "valueFrom": ref})
     args = [
         "--model-uri", uri,
         "--host", "0.0.0.0",

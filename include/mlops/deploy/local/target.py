@@ -6,6 +6,8 @@ Layout under ``$MLOPS_HOME/serving/<model>/``:
   atomically under a file lock; the router (:mod:`mlops.deploy.local.router`) follows it per request;
 * ``router.pid`` / ``router.log`` — the endpoint process on the model's port (8000 by default);
 * ``v<version>-<port>.pid`` / ``.log`` — one ``mlops serve`` process group per backend, on a free port;
+* ``api-token`` (0600) — the endpoint's API token when ``endpoint_token`` is set: every backend then
+  requires ``Authorization: Bearer <token>`` on its scoring routes (the router passes the header on);
 * ``supervisor.pid`` / ``.log`` — ``mlops supervise``, restarting a crashed router or backend
   (:mod:`mlops.deploy.local.supervisor`); restarts are recorded in ``routes.json``.
 
@@ -41,6 +43,8 @@ from mlops.fileio import atomic_write_json, atomic_write_text, locked
 
 #: Seconds between taking a backend out of the routes and stopping it (in-flight requests finish).
 DRAIN_S = 1.0
+#: The endpoint's API token (``endpoint_token``) as the model servers read it, in the target's folder.
+API_TOKEN_FILE = "api-token"
 
 
 class LocalTarget:
@@ -246,6 +250,10 @@ class LocalTarget:
             "image": image,
             "started": time.time(),
         }
+        token = self.s.endpoint_token.get_secret_value()
+        if token:  # the server reads it from a 0600 file: never in its argv or environment
+            rec["api_token_file"] = str(self.dir / API_TOKEN_FILE)
+            atomic_write_text(Path(rec["api_token_file"]), token + "\n", mode=0o600)
         self.restart_backend(role, rec)
         self._wait(f"{url}/ready", pidfile, log, self.ready_timeout, f"{self.model} v{version} ({role})")
         with self.table() as state:
@@ -263,6 +271,8 @@ class LocalTarget:
             "--host", self.s.host, "--port", str(b["port"]),
             "--variant", role, "--workers", str(b.get("workers", self.workers)),
         ]  # fmt: skip
+        if b.get("api_token_file"):  # restarts keep the token the backend was deployed with
+            argv += ["--api-token-file", b["api_token_file"]]
         # no secret and no Airflow configuration: a model server needs MLflow's address, not Airflow's keys
         env = {
             **scrubbed_env(os.environ),
