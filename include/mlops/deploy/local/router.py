@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlops.deploy.local.protocol import MAX_HEAD_BYTES, GuardedHttpToolsProtocol
 from mlops.serving.settings import DEFAULT_MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
-#: Request line and headers together (uvicorn answers 400 beyond it).
-MAX_HEADER_BYTES = 16 << 10
+#: Request line and headers together: 431 beyond it (the protocol refuses heads that never complete).
+MAX_HEADER_BYTES = MAX_HEAD_BYTES
 
 _HOP_BY_HOP = {
     b"connection",
@@ -157,6 +158,14 @@ class Router:
         if scope["type"] != "http":
             return
         path = scope["path"]
+        head = len(scope.get("raw_path") or path) + len(scope.get("query_string", b""))
+        head += sum(len(k) + len(v) + 4 for k, v in scope["headers"])
+        if head > MAX_HEADER_BYTES:  # a complete head the protocol parsed in one piece
+            msg = b"request line and headers larger than %d bytes" % MAX_HEADER_BYTES
+            await _respond(
+                send, 431, b'{"error_code":"REQUEST_HEADER_FIELDS_TOO_LARGE","message":"%s"}' % msg
+            )
+            return
         if path.startswith("/router/"):
             await self._own(path, send)
             return
@@ -290,7 +299,7 @@ def run(routes_path: Path, host: str, port: int, max_body_bytes: int = DEFAULT_M
         access_log=False,
         timeout_graceful_shutdown=10,
         timeout_keep_alive=5,
-        h11_max_incomplete_event_size=MAX_HEADER_BYTES,  # request line + headers larger than this: 400
+        http=GuardedHttpToolsProtocol,  # header-read timeout and head size cap (httptools, like "auto")
         lifespan="on",
     )
     return 0
