@@ -1,7 +1,7 @@
 """Benchmarks of the platform. Results go to docs/bench/<name>.json and docs/BENCHMARKS.md.
 
     python bench/run.py                 # every benchmark
-    python bench/run.py dag-import      # one of: dag-import, install, demo, pipeline, drift, serving, loop
+    python bench/run.py dag-import      # one of: dag-import, install, demo, pipeline, drift, serving, serving-auth, rollout-load, loop
     python bench/run.py soak            # hours: only when named
 
 Each result records the command, the machine and the date, so a figure is never without its source.
@@ -399,6 +399,20 @@ def bench_serving() -> None:
     runpy.run_path(str(REPO / "bench" / "serving.py"))["bench_serving"](save)
 
 
+def bench_serving_auth() -> None:
+    """The serving overhead of the endpoint's bearer token: mlops serve with and without (bench/serving.py)."""
+    import runpy
+
+    runpy.run_path(str(REPO / "bench" / "serving.py"))["bench_auth"](save)
+
+
+def bench_rollout_load() -> None:
+    """The local endpoint under load for 5 minutes while canaries are promoted and rolled back."""
+    import runpy
+
+    runpy.run_path(str(REPO / "bench" / "rollout_load.py"))["bench_rollout_load"](save)
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -430,6 +444,8 @@ BENCHES = {
     "pipeline": bench_pipeline,
     "drift": bench_drift,
     "serving": bench_serving,
+    "serving-auth": bench_serving_auth,
+    "rollout-load": bench_rollout_load,
     "loop": bench_loop,
     "soak": bench_soak,
 }

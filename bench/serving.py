@@ -2,6 +2,7 @@
 
     python bench/run.py serving               # writes docs/bench/serving.json and docs/BENCHMARKS.md
     python bench/serving.py --duration 5      # a quick look: prints the table, writes nothing
+    python bench/run.py serving-auth          # requests/s with and without the API token (docs/bench/serving-auth.json)
 
 The same registered model (the churn pipeline, made like ``tests.helpers.save_churn_model`` and
 registered in a throw-away SQLite tracking store) is served by both servers from ``models:/churn/1``,
@@ -51,6 +52,11 @@ function init(args)
   local f = assert(io.open(args[1], "rb"))
   wrk.body = f:read("*a")
   f:close()
+  if args[2] then  -- a file holding the API token: sent as a bearer token (never on the command line)
+    local t = assert(io.open(args[2], "rb"))
+    wrk.headers["Authorization"] = "Bearer " .. t:read("*l")
+    t:close()
+  end
 end
 
 function done(summary, latency, requests)
@@ -156,10 +162,15 @@ def _get(url: str, timeout: float = 2.0) -> int:
         return 0
 
 
-def _post(url: str, body: bytes) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 - 127.0.0.1 only
-        return r.status, json.loads(r.read())
+def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(
+        url, data=body, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 - 127.0.0.1 only
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -238,9 +249,24 @@ def model_calls(base: str) -> tuple[float, float]:
     return rows, calls
 
 
-def run_wrk(wrk: str, url: str, body: Path, script: Path, seconds: int) -> dict:
+def wrk_files(tmp: Path, sample: dict) -> tuple[Path, dict[str, Path]]:
+    """The Lua script and one body file per payload of ``sample`` (from :func:`payloads`), in ``tmp``."""
+    script = tmp / "post.lua"
+    script.write_text(_LUA)
+    bodies = {}
+    for label, (body, _) in sample.items():
+        bodies[label] = tmp / f"body-{label.replace(' ', '')}.json"
+        bodies[label].write_bytes(body)
+    return script, bodies
+
+
+def run_wrk(
+    wrk: str, url: str, body: Path, script: Path, seconds: int, token_file: Path | None = None
+) -> dict:
     argv = [wrk, f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s",
             "-s", str(script), url, "--", str(body)]  # fmt: skip
+    if token_file is not None:
+        argv.append(str(token_file))
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
     if line is None:
@@ -291,12 +317,7 @@ def measure(duration: int = DURATION_S, warmup: int = WARMUP_S) -> tuple[list[di
         for _ in range(200):
             pipe.predict_proba(one)
         raw["model_predict_ms_1row"] = (time.perf_counter() - t0) / 200 * 1e3
-        script = tmp / "post.lua"
-        script.write_text(_LUA)
-        bodies = {}
-        for label, (body, _) in sample.items():
-            bodies[label] = tmp / f"body-{label.replace(' ', '')}.json"
-            bodies[label].write_bytes(body)
+        script, bodies = wrk_files(tmp, sample)
         for kind, workers, extra, extra_env, label in CONFIGS:
             print(f"== {label}  (load {load_avg()})", flush=True)
             with server(kind, workers, tracking, tmp, extra, extra_env) as base:
@@ -434,13 +455,116 @@ def bench_serving(save=None, duration: int = DURATION_S, warmup: int = WARMUP_S)
     return rows
 
 
+# ------------------------------------------------------------------------- authentication overhead
+
+AUTH_ROUNDS = 3
+
+
+def measure_auth(duration: int = DURATION_S, warmup: int = WARMUP_S, rounds: int = AUTH_ROUNDS) -> list[dict]:
+    """``mlops serve`` (1 worker) without and with an API token, 1-row and 100-row bodies, alternating
+    runs of each (``rounds`` of each pair) so that drift of the shared machine hits both alike."""
+    import secrets
+
+    import mlflow
+
+    wrk = ensure_wrk()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="serving-auth-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        tracking, pipe, cfg = register_model(tmp)
+        mlflow.set_tracking_uri(None)
+        sample, _ = payloads(cfg, pipe)
+        token_file = tmp / "api-token"
+        token_file.write_text(secrets.token_urlsafe(32) + "\n")
+        token_file.chmod(0o600)
+        script, bodies = wrk_files(tmp, sample)
+        bearer = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+        results: dict[tuple[str, str], list[dict]] = {}
+        with (
+            server("ours", None, tracking, tmp) as open_base,
+            server("ours", None, tracking, tmp, ("--api-token-file", str(token_file))) as auth_base,
+        ):
+            for payload, (body, expected) in sample.items():  # both answer right; no token: refused
+                for base, headers in ((open_base, None), (auth_base, bearer)):
+                    status, answer = _post(f"{base}/invocations", body, headers)
+                    if status != 200 or answer != {"predictions": expected}:
+                        raise RuntimeError(f"{base} answered {status} {str(answer)[:300]} for {payload}")
+                status, _ = _post(f"{auth_base}/invocations", body)
+                if status != 401:
+                    raise RuntimeError(f"the server with a token answered {status} to a request without one")
+            for payload in sample:
+                for base, tf in ((open_base, None), (auth_base, token_file)):
+                    run_wrk(wrk, f"{base}/invocations", bodies[payload], script, warmup, tf)
+                for r in range(rounds):
+                    for mode, base, tf in (
+                        ("no token", open_base, None),
+                        ("bearer token", auth_base, token_file),
+                    ):
+                        res = run_wrk(wrk, f"{base}/invocations", bodies[payload], script, duration, tf)
+                        res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
+                        results.setdefault((payload, mode), []).append(res)
+                        print(f"{payload} {mode} round {r + 1}: {res['rps']:.1f} req/s, p99 {res['p99_us'] / 1e3:.2f} ms, "
+                              f"non-2xx {res['status']}", flush=True)  # fmt: skip
+    import statistics
+
+    for payload in sample:
+        base_rps = statistics.median(r["rps"] for r in results[(payload, "no token")])
+        for mode in ("no token", "bearer token"):
+            runs = results[(payload, mode)]
+            rps = statistics.median(r["rps"] for r in runs)
+            rows.append(
+                {
+                    "payload": payload,
+                    "authentication": mode,
+                    "req/s (median of runs)": round(rps, 1),
+                    "req/s each run": ", ".join(f"{r['rps']:.0f}" for r in runs),
+                    "p99 ms (median)": round(statistics.median(r["p99_us"] for r in runs) / 1e3, 2),
+                    "vs no token": "-" if mode == "no token" else f"{(rps / base_rps - 1) * 100:+.1f} %",
+                    "errors (socket/timeout)": sum(
+                        r["connect"] + r["read"] + r["write"] + r["timeout"] for r in runs
+                    ),
+                    "non-2xx": sum(r["status"] for r in runs),
+                }
+            )
+    return rows
+
+
+def bench_auth(
+    save=None, duration: int = 10, warmup: int = WARMUP_S, rounds: int = AUTH_ROUNDS
+) -> list[dict]:
+    """The serving overhead of the bearer token; hands the table to ``save`` when given."""
+    rows = measure_auth(duration, warmup, rounds)
+    notes = (
+        f"Two `mlops serve` processes (1 worker each, defaults) serve the same models:/{MODEL}/1 side by side, "
+        f"one without and one with --api-token-file; wrk -t{THREADS} -c{CONNECTIONS} on POST /invocations "
+        f"(dataframe_split), {warmup} s warm-up each, then {rounds} alternating {duration} s runs per server "
+        f"and payload (no token, token, no token, ...), so both see the same machine. The token is checked "
+        f"with hmac.compare_digest by the server's ASGI app before the body is read. Before measuring: both "
+        f"answer the pipeline's own predictions, and the protected server answers 401 without the token."
+    )
+    command = (
+        f"python bench/run.py serving-auth  (bench/serving.py bench_auth: wrk -t{THREADS} -c{CONNECTIONS}, "
+        f"{rounds} x {duration} s per line)"
+    )
+    if save is not None:
+        save("serving-auth", command, rows, notes)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=int, default=DURATION_S, help="seconds of each measured wrk run")
     p.add_argument("--warmup", type=int, default=WARMUP_S, help="seconds of the warm-up run before each")
+    p.add_argument(
+        "--auth", action="store_true", help="the authentication overhead instead (with / without token)"
+    )
     args = p.parse_args()
     sys.path.insert(0, str(REPO))
-    bench_serving(None, args.duration, args.warmup)
+    if args.auth:
+        for row in bench_auth(None, args.duration, args.warmup):
+            print(row)
+    else:
+        bench_serving(None, args.duration, args.warmup)
 
 
 if __name__ == "__main__":
