@@ -15,7 +15,7 @@ export MLOPS_PROJECT_DIR ?= $(CURDIR)
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
 
-.PHONY: help venv install install-dev lock up down status demo test lint format bench clean podman monitoring
+.PHONY: help venv install install-dev lock up down status demo test lint format bench clean podman monitoring postgres
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ clean: down ## stop the stack and delete local state (.mlops/, data/)
 
 podman: ## install Podman and serve the Docker API on /run/podman/podman.sock (root; for the docker backend)
 	bash .ci/setup-podman.sh
+
+postgres: ## install PostgreSQL's server binaries from Debian (root; for the alert ledger's PostgreSQL tests)
+	bash .ci/setup-postgres.sh
 
 monitoring: ## install Prometheus, Alertmanager, Pushgateway from Debian (root; `make up` then runs them)
 	bash .ci/setup-monitoring.sh

@@ -3,17 +3,15 @@
 # them with the project's own configs under $MLOPS_HOME/monitoring/) and the monitoring tests.
 #
 # Idempotent, as root, on Debian 12. Installs prometheus, prometheus-alertmanager and
-# prometheus-pushgateway only when a binary is missing, with no service of their own started:
-# a temporary /usr/sbin/policy-rc.d answering 101 ("action forbidden") covers the install (an
-# existing policy-rc.d is left as it is). Should a package's daemon run anyway (systemd as init),
+# prometheus-pushgateway only when a binary is missing, with no service of their own started
+# (.ci/apt.sh). Should a package's daemon run anyway (systemd as init),
 # it is stopped and disabled so ports 9090/9091/9093 stay free for the project's own processes.
 # Running it again when everything is in place costs well under a second.
 set -euo pipefail
 
 PKGS=(prometheus prometheus-alertmanager prometheus-pushgateway)
 BINS=(prometheus promtool prometheus-alertmanager amtool prometheus-pushgateway)
-POLICY=/usr/sbin/policy-rc.d
-MARKER="# temporary: written by mlops .ci/setup-monitoring.sh"
+source "$(dirname "$0")/apt.sh"
 
 say() { echo "setup-monitoring: $*"; }
 have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/bin/$1 || -x /usr/sbin/$1 ]]; }
@@ -27,36 +25,7 @@ missing=0
 for b in "${BINS[@]}"; do have "$b" || missing=1; done
 
 if ((missing)); then
-  wrote_policy=0
-  cleanup() {
-    if ((wrote_policy)) && grep -qF "$MARKER" "$POLICY" 2>/dev/null; then rm -f "$POLICY"; fi
-  }
-  trap cleanup EXIT
-  if [[ ! -e $POLICY ]]; then
-    printf '#!/bin/sh\n%s\nexit 101\n' "$MARKER" >"$POLICY"
-    chmod 755 "$POLICY"
-    wrote_policy=1
-  fi
-  need_update=0
-  for p in "${PKGS[@]}"; do
-    # (captured, not piped into `grep -q`: with pipefail an early-exiting grep fails the pipeline)
-    policy=$(apt-cache policy "$p" 2>/dev/null || true)
-    [[ $policy == *"Candidate: "[0-9]* ]] || need_update=1
-  done
-  if ((need_update)); then
-    say "no install candidate yet: apt-get update"
-    apt-get update -qq
-  fi
-  say "installing ${PKGS[*]}"
-  t0=$SECONDS
-  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${PKGS[@]}" >/dev/null; then
-    say "install failed (stale package index?): apt-get update and retry once"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${PKGS[@]}" >/dev/null
-  fi
-  say "installed in $((SECONDS - t0))s"
-  cleanup
-  trap - EXIT
+  apt_install setup-monitoring "${PKGS[@]}"
 fi
 
 # The packages' own daemons must not hold the ports the local stack uses.

@@ -88,7 +88,8 @@ def build_retraining_dag(cfg: ModelConfig, config_path: str) -> None:
                     f"{policy.cooldown_minutes:g} min, daily budget {policy.daily_budget}"
                 )
             training = f"{cfg.name}_training"
-            ledger = open_ledger(get_settings().home)
+            s = get_settings()
+            ledger = open_ledger(s.home, s.alert_ledger_url)
             for row in ledger.unlaunched(cfg.name):  # accepted before: did its run get created?
                 if ti.get_dr_count(dag_id=training, run_ids=[row["run_id"]]):
                     ledger.mark_launched(row["key"])

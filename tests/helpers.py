@@ -76,6 +76,56 @@ def mlflow_server(home: Path) -> Iterator[str]:
         server.stop(15)
 
 
+@contextmanager
+def postgres_server() -> Iterator[tuple[str, dict[str, str]]]:
+    """A throw-away PostgreSQL server (Debian's binaries) on 127.0.0.1: ``(SQLAlchemy URL, environment)``.
+
+    The server runs as the ``postgres`` user with password authentication; the URL carries no password,
+    the environment (``PGPASSWORD``) does, as the platform documents for ``alert_ledger_url``. Skipped
+    without the binaries, except under CI (``.ci/setup-postgres.sh`` installs them).
+    """
+    import glob
+    import secrets
+    import shutil
+    import tempfile
+
+    import pytest
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found or shutil.which("runuser") is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI: PostgreSQL is not installed (.ci/setup-postgres.sh should have)")
+        pytest.skip("PostgreSQL is not installed: bash .ci/setup-postgres.sh (root)")
+    bindir = Path(found[-1]).parent
+    root = Path(tempfile.mkdtemp(prefix="mlops-pg-"))  # not under pytest's 0700 root-owned folder
+    shutil.chown(root, "postgres", "postgres")
+    password = secrets.token_urlsafe(24)
+    (root / "pw").write_text(password + "\n")
+    shutil.chown(root / "pw", "postgres", "postgres")
+    port = free_port()
+
+    def as_postgres(*argv: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True, timeout=120
+        )
+
+    as_postgres(str(bindir / "initdb"), "-D", str(root / "data"), "-U", "postgres", "--auth=scram-sha-256",
+                f"--pwfile={root / 'pw'}", "--no-sync")  # fmt: skip
+    (root / "pw").unlink()
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    as_postgres(
+        str(bindir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "log"), "-o", opts, "-w", "start"
+    )
+    env = {**os.environ, "PGPASSWORD": password}
+    try:
+        subprocess.run([str(bindir.parent / "bin" / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                        "mlops"], env=env, check=True, capture_output=True, timeout=60)  # fmt: skip
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/mlops", env
+    finally:
+        as_postgres(str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def save_churn_model(path: Path, seed: int, max_iter: int = 30):
     """A small real churn pipeline saved as an MLflow model (signature, input example) at ``path``.
 

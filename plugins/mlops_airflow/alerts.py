@@ -91,7 +91,8 @@ class AlertWaitTrigger(BaseTrigger):
         from mlops.alerting import AlertSourceError, LedgerUnavailable, next_backoff, open_ledger
         from mlops.config.settings import get_settings
 
-        ledger = await asyncio.to_thread(open_ledger, get_settings().home)  # no file I/O on the event loop
+        s = get_settings()
+        ledger = await asyncio.to_thread(open_ledger, s.home, s.alert_ledger_url)  # no I/O on the event loop
         source = await asyncio.to_thread(_source, self.source)
         deadline = time.monotonic() + self.max_wait_s
         next_poll, backoff, failing_since = 0.0, 0.0, None
@@ -150,7 +151,8 @@ class AlertSensor(BaseSensorOperator):
         from mlops.alerting import open_ledger
         from mlops.config.settings import get_settings
 
-        return open_ledger(get_settings().home).pending(self.model) > 0
+        s = get_settings()
+        return open_ledger(s.home, s.alert_ledger_url).pending(self.model) > 0
 
     def execute(self, context: Any) -> Any:
         from mlops.config.settings import get_settings

@@ -47,9 +47,11 @@ async def webhook(request: Request) -> dict:
         alerts = alerts_from_webhook(payload)
     except ValueError as exc:  # JSONDecodeError is a ValueError
         raise HTTPException(422, f"not an Alertmanager webhook payload: {exc}") from exc
-    home = get_settings().home
+    s = get_settings()
     try:
-        new = await run_in_threadpool(lambda: open_ledger(home).record(alerts))  # SQLite off the event loop
+        new = await run_in_threadpool(
+            lambda: open_ledger(s.home, s.alert_ledger_url).record(alerts)
+        )  # off the loop
     except LedgerUnavailable as exc:  # 503: Alertmanager sends the notification again later
         log.error("webhook: %d alert(s) not recorded: %s", len(alerts), exc)
         raise HTTPException(503, f"{exc}; send again later", headers={"Retry-After": "30"}) from exc
@@ -58,7 +60,8 @@ async def webhook(request: Request) -> dict:
 
 def _entries(model: str | None, limit: int) -> list[dict]:
     try:
-        return open_ledger(get_settings().home).entries(model, limit)
+        s = get_settings()
+        return open_ledger(s.home, s.alert_ledger_url).entries(model, limit)
     except LedgerUnavailable as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "30"}) from exc
 

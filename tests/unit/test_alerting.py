@@ -328,7 +328,7 @@ def test_webhook_answers_503_when_the_ledger_cannot_be_written(app_client, monke
     def read_only_db(self):
         with real_db(self) as db:
             if broken[0]:
-                db.execute("PRAGMA query_only = ON")  # every write fails, as on a full disk
+                db.exec_driver_sql("PRAGMA query_only = ON")  # every write fails, as on a full disk
             yield db
 
     monkeypatch.setattr(ledger_mod.AlertLedger, "_db", read_only_db)

@@ -145,3 +145,10 @@ def test_scrubbed_env_for_model_servers_and_training():
         "AIRFLOW_CONN_MLFLOW_DEFAULT": "http://u:p@h",
         "MLFLOW_TRACKING_URI": "http://mlflow",
     }
+
+
+def test_a_password_in_the_ledger_url_is_masked_in_config_output(tmp_path):
+    url = "postgresql+psycopg://mlops:hunter2-in-the-url@db:5432/mlops"
+    shown = Settings(home=tmp_path, alert_ledger_url=url).masked()["alert_ledger_url"]
+    assert shown == "postgresql+psycopg://mlops:***@db:5432/mlops"
+    assert Settings(home=tmp_path).masked()["alert_ledger_url"] == ""

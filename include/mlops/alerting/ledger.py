@@ -1,10 +1,15 @@
 """The alert ledger: every alert that reached the platform, once, and what was done about it.
 
-:class:`AlertLedger` (SQLite, WAL) records each firing once (dedup by fingerprint + start time) and
-decides, atomically, which one starts a retrain: one retrain in flight per model, a cooldown after each,
-a daily budget (storm protection). Every other alert is kept with the reason it was suppressed. An
-accepted alert gets a fixed training run id (:func:`retrain_run_id`), so a retried admission starts it
-at most once.
+:class:`AlertLedger` records each firing once (dedup by fingerprint + start time) and decides,
+atomically, which one starts a retrain: one retrain in flight per model, a cooldown after each, a daily
+budget (storm protection). Every other alert is kept with the reason it was suppressed. An accepted
+alert gets a fixed training run id (:func:`retrain_run_id`), so a retried admission starts it at most
+once.
+
+The ledger is a SQL database reached through SQLAlchemy, chosen by URL (``alert_ledger_url``): a SQLite
+file under the state folder by default (WAL; every transaction ``BEGIN IMMEDIATE``, so writers queue),
+PostgreSQL in the container stack and on Kubernetes (every transaction first takes one
+transaction-scoped advisory lock, so admissions from any number of processes are serialized).
 """
 
 from __future__ import annotations
@@ -13,16 +18,35 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
-import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from mlops.alerting.alerts import Alert, utc_iso
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +54,7 @@ log = logging.getLogger(__name__)
 class LedgerUnavailable(RuntimeError):
     """The ledger cannot be written now (disk full, read-only, unreachable): nothing was recorded.
 
-    SQLite rolls the transaction back, so the ledger holds exactly what it held before; the sender
+    The transaction is rolled back, so the ledger holds exactly what it held before; the sender
     (Alertmanager, the sensor's poll) tries again later.
     """
 
@@ -56,97 +80,167 @@ def retrain_run_id(alert: dict[str, Any]) -> str:
     return f"retrain__{name}__{key}__{stamp}"
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS alerts (
-    key TEXT PRIMARY KEY, model TEXT NOT NULL, name TEXT NOT NULL, fingerprint TEXT NOT NULL,
-    starts_at TEXT NOT NULL, source TEXT NOT NULL, alert TEXT NOT NULL,
-    received_at REAL NOT NULL, seen INTEGER NOT NULL DEFAULT 1,
-    decision TEXT, reason TEXT, decided_at REAL, run_id TEXT, launched_at REAL
-);
-CREATE INDEX IF NOT EXISTS alerts_pending ON alerts (model, decision);
-"""
+_META = MetaData()
+_ALERTS = Table(
+    "alerts",
+    _META,
+    Column("key", Text, primary_key=True),
+    Column("model", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("fingerprint", Text, nullable=False),
+    Column("starts_at", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("alert", Text, nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("seen", Integer, nullable=False, server_default="1"),
+    Column("decision", Text),
+    Column("reason", Text),
+    Column("decided_at", Float),
+    Column("run_id", Text),
+    Column("launched_at", Float),
+    Index("alerts_pending", "model", "decision"),
+)
+#: PostgreSQL advisory lock every ledger transaction takes first (an arbitrary constant: "mlops").
+_PG_LOCK = 0x6D6C6F7073
+
+_ENGINES: dict[tuple[str, int], Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+#: Server databases whose schema this process has ensured already (one check per process, not per use).
+_READY: set[tuple[str, Engine]] = set()
+
+
+def ledger_url(home: Path, url: str | None = None) -> str:
+    """The ledger's database URL: ``url`` when set, else the SQLite file ``<home>/alerts/ledger.db``."""
+    return url or f"sqlite:///{Path(home) / 'alerts' / 'ledger.db'}"
+
+
+def _engine(url: str) -> Engine:
+    """One engine per URL and process (its pool is shared by every ledger object; never across a fork)."""
+    with _ENGINES_LOCK:
+        key = (url, os.getpid())
+        engine = _ENGINES.get(key)
+        if engine is None:
+            engine = _ENGINES[key] = _make_engine(url)
+        return engine
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        from sqlalchemy.pool import NullPool
+
+        # A file opened per use (no pooled handle survives a fork or a deleted folder); the driver's own
+        # transaction handling is off so that every transaction can be BEGIN IMMEDIATE (writers queue
+        # for 30 s instead of failing on a read-to-write upgrade).
+        engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_conn, _record) -> None:
+            dbapi_conn.isolation_level = None
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    # A server database: a small pool, connections checked before use (a restarted server is not an error).
+    return create_engine(url, pool_size=2, max_overflow=4, pool_pre_ping=True, pool_recycle=1800)
 
 
 class AlertLedger:
-    """Every alert that reached the platform, once, with what was done about it (SQLite, WAL).
+    """Every alert that reached the platform, once, with what was done about it (SQL, by URL).
 
     ``decision`` is NULL while pending, then ``retrain`` or ``suppressed`` (with ``reason``).
-    Safe for the sensor and the webhook receiver writing at the same time (one transaction each).
-    An accepted alert stays *unlaunched* until its training run is seen to exist
-    (:meth:`mark_launched`): a retried admission hands the same alert and run id out again instead
-    of losing it.
+    Safe for the sensor and the webhook receiver writing at the same time, from any number of
+    processes (one serialized transaction each). An accepted alert stays *unlaunched* until its
+    training run is seen to exist (:meth:`mark_launched`): a retried admission hands the same alert and
+    run id out again instead of losing it.
     """
 
     stale_after_s = 24 * 3600.0  # a pending alert older than this starts nothing (e.g. after an outage)
     relaunch_within_s = 3600.0  # an accepted alert whose run never appeared is given up after this
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, where: str | Path):
+        """``where``: a SQLAlchemy URL, or the path of a SQLite file."""
+        url = str(where) if "://" in str(where) else f"sqlite:///{where}"
+        self.url = url
+        self.where = _redacted(url)
+        #: The SQLite file, when the ledger is one (None on a database server).
+        self.path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.engine = _engine(url)
+        if (url, self.engine) in _READY:
+            return
         with self._db() as db:
-            db.executescript(_SCHEMA)
-            columns = {r["name"] for r in db.execute("PRAGMA table_info(alerts)")}
+            _META.create_all(db, checkfirst=True)
+            columns = {c["name"] for c in inspect(db).get_columns("alerts")}
             if "launched_at" not in columns:  # a ledger written before launches were tracked
-                db.execute("ALTER TABLE alerts ADD COLUMN launched_at REAL")
+                db.execute(text("ALTER TABLE alerts ADD COLUMN launched_at REAL"))
+        if (
+            self.path is None
+        ):  # a SQLite file can be deleted under us (tests, `make clean`): checked each time
+            _READY.add((url, self.engine))
 
     @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
+    def _db(self) -> Iterator[Connection]:
+        """One transaction, serialized with every other one; committed when the block ends."""
         try:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        except sqlite3.OperationalError as exc:
-            raise LedgerUnavailable(f"alert ledger {self.path} cannot be opened: {exc}") from exc
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.row_factory = sqlite3.Row
-            yield db
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc):  # contention beyond the 30 s timeout: a bug to see, not an outage
+            with self.engine.begin() as db:
+                if db.dialect.name == "postgresql":
+                    db.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
+                yield db
+        except OperationalError as exc:
+            if "database is locked" in str(exc):  # contention beyond the 30 s timeout: a bug to see
                 raise
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")  # explicit: the ledger keeps exactly what it held before
             raise LedgerUnavailable(
-                f"alert ledger {self.path} cannot be used now ({exc}; disk full?): no change was made to it"
+                f"alert ledger {self.where} cannot be used now ({exc.orig}; disk full? server down?): "
+                "no change was made to it"
             ) from exc
-        finally:
-            db.close()
+        except DBAPIError as exc:
+            if exc.connection_invalidated:  # the server went away mid-transaction
+                raise LedgerUnavailable(f"alert ledger {self.where}: connection lost ({exc.orig})") from exc
+            raise
 
     def record(self, alerts: list[Alert], now: float | None = None) -> int:
         """Record alerts; a key seen before only counts as seen again. Returns how many were new."""
         now = time.time() if now is None else now
         new = 0
         with self._db() as db:
-            db.execute("BEGIN IMMEDIATE")
             for a in alerts:
                 if not a.model:
                     log.warning("alert %s has no model label: ignored", a.name)
                     continue
                 cur = db.execute(
-                    "INSERT OR IGNORE INTO alerts (key, model, name, fingerprint, starts_at, source, alert, received_at)"
-                    " VALUES (?,?,?,?,?,?,?,?)",
-                    (
-                        a.key,
-                        a.model,
-                        a.name,
-                        a.fingerprint,
-                        a.starts_at,
-                        a.source,
-                        json.dumps(a.as_dict()),
-                        now,
+                    text(
+                        "INSERT INTO alerts (key, model, name, fingerprint, starts_at, source, alert, received_at)"
+                        " VALUES (:key, :model, :name, :fp, :starts_at, :source, :alert, :now)"
+                        " ON CONFLICT (key) DO NOTHING"
                     ),
+                    {
+                        "key": a.key,
+                        "model": a.model,
+                        "name": a.name,
+                        "fp": a.fingerprint,
+                        "starts_at": a.starts_at,
+                        "source": a.source,
+                        "alert": json.dumps(a.as_dict()),
+                        "now": now,
+                    },
                 )
                 if cur.rowcount:
                     new += 1
                 else:
-                    db.execute("UPDATE alerts SET seen = seen + 1 WHERE key = ?", (a.key,))
-            db.execute("COMMIT")
+                    db.execute(text("UPDATE alerts SET seen = seen + 1 WHERE key = :key"), {"key": a.key})
         return new
 
     def pending(self, model: str) -> int:
         """How many alerts on ``model`` wait for a decision."""
         with self._db() as db:
-            (n,) = db.execute(
-                "SELECT COUNT(*) FROM alerts WHERE model = ? AND decision IS NULL", (model,)
-            ).fetchone()
+            n = db.execute(
+                text("SELECT COUNT(*) FROM alerts WHERE model = :model AND decision IS NULL"),
+                {"model": model},
+            ).scalar_one()
         return int(n)
 
     def blocker(
@@ -157,14 +251,14 @@ class AlertLedger:
             return self._blocker(db, model, cooldown_s, daily_budget, time.time() if now is None else now)
 
     @staticmethod
-    def _blocker(
-        db: sqlite3.Connection, model: str, cooldown_s: float, daily_budget: int, now: float
-    ) -> str | None:
-        day_start = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    def _blocker(db: Connection, model: str, cooldown_s: float, daily_budget: int, now: float) -> str | None:
         last, today = db.execute(
-            "SELECT MAX(decided_at), SUM(decided_at >= ?) FROM alerts WHERE model = ? AND decision = 'retrain'",
-            (day_start.timestamp(), model),
-        ).fetchone()
+            text(
+                "SELECT MAX(decided_at), SUM(CASE WHEN decided_at >= :day THEN 1 ELSE 0 END) FROM alerts"
+                " WHERE model = :model AND decision = 'retrain'"
+            ),
+            {"day": _day_start(now), "model": model},
+        ).one()
         if last is not None and now - last < cooldown_s:
             return (
                 f"cooldown: last retrain started {utc_iso(last)}, "
@@ -177,29 +271,34 @@ class AlertLedger:
     def retrains_today(self, model: str, now: float | None = None) -> int:
         """Alert-driven retrains of ``model`` started this UTC day (what the daily budget counts)."""
         now = time.time() if now is None else now
-        day_start = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         with self._db() as db:
-            (n,) = db.execute(
-                "SELECT COUNT(*) FROM alerts WHERE model = ? AND decision = 'retrain' AND decided_at >= ?",
-                (model, day_start.timestamp()),
-            ).fetchone()
+            n = db.execute(
+                text(
+                    "SELECT COUNT(*) FROM alerts WHERE model = :model AND decision = 'retrain'"
+                    " AND decided_at >= :day"
+                ),
+                {"model": model, "day": _day_start(now)},
+            ).scalar_one()
         return int(n)
 
     def unlaunched(self, model: str) -> list[dict[str, Any]]:
         """Accepted alerts whose training run has not been seen yet (key, run_id, decided_at)."""
         with self._db() as db:
             rows = db.execute(
-                "SELECT key, run_id, decided_at FROM alerts WHERE model = ? AND decision = 'retrain' "
-                "AND launched_at IS NULL",
-                (model,),
-            ).fetchall()
-        return [dict(r) for r in rows]
+                text(
+                    "SELECT key, run_id, decided_at FROM alerts WHERE model = :model AND decision = 'retrain'"
+                    " AND launched_at IS NULL"
+                ),
+                {"model": model},
+            ).mappings()
+            return [dict(r) for r in rows]
 
     def mark_launched(self, key: str, now: float | None = None) -> None:
         """Record that the retraining run of alert ``key`` was created (its launch time)."""
         with self._db() as db:
             db.execute(
-                "UPDATE alerts SET launched_at = ? WHERE key = ?", (time.time() if now is None else now, key)
+                text("UPDATE alerts SET launched_at = :now WHERE key = :key"),
+                {"now": time.time() if now is None else now, "key": key},
             )
 
     def decide(
@@ -229,29 +328,41 @@ class AlertLedger:
         def suppress(key: str, reason: str) -> None:
             suppressed.append((key, reason))
             db.execute(
-                "UPDATE alerts SET decision='suppressed', reason=?, decided_at=? WHERE key=?",
-                (reason, now, key),
+                text(
+                    "UPDATE alerts SET decision='suppressed', reason=:reason, decided_at=:now WHERE key=:key"
+                ),
+                {"reason": reason, "now": now, "key": key},
             )
 
         with self._db() as db:
-            db.execute("BEGIN IMMEDIATE")
-            for row in db.execute(
-                "SELECT key, alert, run_id, decided_at FROM alerts WHERE model = ? AND decision = 'retrain' "
-                "AND launched_at IS NULL ORDER BY decided_at DESC",
-                (model,),
-            ).fetchall():
+            for row in (
+                db.execute(
+                    text(
+                        "SELECT key, alert, run_id, decided_at FROM alerts WHERE model = :model"
+                        " AND decision = 'retrain' AND launched_at IS NULL ORDER BY decided_at DESC"
+                    ),
+                    {"model": model},
+                )
+                .mappings()
+                .all()
+            ):
                 if accepted is None and now - row["decided_at"] < self.relaunch_within_s:
                     accepted = {**json.loads(row["alert"]), "run_id": row["run_id"]}
                 else:
                     suppress(row["key"], f"its training run {row['run_id']} was never created")
             if accepted is not None:
-                db.execute("COMMIT")
                 return Decision(accepted, suppressed)
-            rows = db.execute(
-                "SELECT key, alert, received_at FROM alerts WHERE model = ? AND decision IS NULL "
-                "ORDER BY received_at DESC, key",
-                (model,),
-            ).fetchall()
+            rows = (
+                db.execute(
+                    text(
+                        "SELECT key, alert, received_at FROM alerts WHERE model = :model AND decision IS NULL"
+                        " ORDER BY received_at DESC, key"
+                    ),
+                    {"model": model},
+                )
+                .mappings()
+                .all()
+            )
             blocker = (
                 f"a training run is in flight ({', '.join(in_flight)})"
                 if in_flight
@@ -273,34 +384,49 @@ class AlertLedger:
                 elif accepted is None:
                     accepted = {**alert, "run_id": retrain_run_id(alert)}
                     db.execute(
-                        "UPDATE alerts SET decision='retrain', reason=?, decided_at=?, run_id=? WHERE key=?",
-                        ("starts a retrain", now, accepted["run_id"], row["key"]),
+                        text(
+                            "UPDATE alerts SET decision='retrain', reason='starts a retrain', decided_at=:now,"
+                            " run_id=:run_id WHERE key=:key"
+                        ),
+                        {"now": now, "run_id": accepted["run_id"], "key": row["key"]},
                     )
                 else:
                     suppress(
                         row["key"], f"coalesced into the retrain started for alert {accepted['fingerprint']}"
                     )
-            db.execute("COMMIT")
         return Decision(accepted, suppressed)
 
     def entries(self, model: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
         """Newest first: what the UI shows."""
-        sql = "SELECT key, model, name, fingerprint, starts_at, source, received_at, seen, decision, reason, decided_at, run_id, alert FROM alerts"
-        args: tuple = ()
+        sql = (
+            "SELECT key, model, name, fingerprint, starts_at, source, received_at, seen, decision, reason,"
+            " decided_at, run_id, alert FROM alerts"
+        )
+        args: dict[str, Any] = {"limit": limit}
         if model:
-            sql, args = sql + " WHERE model = ?", (model,)
+            sql, args["model"] = sql + " WHERE model = :model", model
         with self._db() as db:
-            rows = db.execute(sql + " ORDER BY received_at DESC, key LIMIT ?", (*args, limit)).fetchall()
-        out = []
-        for r in rows:
-            d = dict(r)
+            result = db.execute(text(sql + " ORDER BY received_at DESC, key LIMIT :limit"), args)
+            rows = [dict(r) for r in result.mappings()]
+        for d in rows:
             d["alert"] = json.loads(d["alert"])
             d["received"] = utc_iso(d["received_at"])
             d["decided"] = utc_iso(d["decided_at"]) if d["decided_at"] else ""
-            out.append(d)
-        return out
+        return rows
 
 
-def open_ledger(home: Path) -> AlertLedger:
-    """The alert ledger of the platform home ``home`` (``alerts/ledger.db``), created if missing."""
-    return AlertLedger(Path(home) / "alerts" / "ledger.db")
+def _day_start(now: float) -> float:
+    """Start of the UTC day of ``now`` (what the daily budget counts from)."""
+    return datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+def _redacted(url: str) -> str:
+    """``url`` with any password masked, for messages."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def open_ledger(home: Path, url: str | None = None) -> AlertLedger:
+    """The alert ledger: the database at ``url`` (``alert_ledger_url``), else ``<home>/alerts/ledger.db``."""
+    return AlertLedger(ledger_url(home, url))

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
         description="Bearer token Alertmanager's webhook must send to /mlops/alerts/webhook (secret). "
         "Empty: generated.",
     )
+    alert_ledger_url: str | None = Field(
+        default=None,
+        description="Database of the alert ledger, as a SQLAlchemy URL (e.g. postgresql+psycopg://mlops@db/mlops; "
+        "the password from PGPASSWORD or ~/.pgpass, not the URL). Empty: the SQLite file <home>/alerts/ledger.db.",
+    )
     endpoint_token: SecretStr = Field(
         default=SecretStr(""),
         description="Bearer token the model endpoint's scoring routes require (secret; 24+ characters). "
@@ -174,6 +179,10 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 out[name] = "**********" if value.get_secret_value() else ""
+            elif name == "alert_ledger_url" and value:
+                from sqlalchemy.engine import make_url
+
+                out[name] = make_url(value).render_as_string(hide_password=True)  # a password in it: masked
             else:
                 out[name] = "" if value is None else str(value)
         out["tracking_uri (effective)"] = self.tracking_uri

@@ -156,7 +156,7 @@ def run_loops(
         result.problem = "no @champion is served, so there is nothing to monitor"
         return result
     policy = get_model_config(model, settings.models_dir).retraining
-    ledger = open_ledger(settings.home)
+    ledger = open_ledger(settings.home, settings.alert_ledger_url)
     for dag_id in (f"{model}_monitoring", f"{model}_retraining"):
         api.wait_for_dag(dag_id, timeout=180)
         api.set_paused(dag_id, False)  # retraining is continuous: its first run starts waiting now
@@ -327,7 +327,7 @@ def _cycle(
         if retrain is None:
             from mlops.alerting import open_ledger
 
-            latest = open_ledger(settings.home).entries(model, 1)
+            latest = open_ledger(settings.home, settings.alert_ledger_url).entries(model, 1)
             return fail(
                 "no retraining run within 300s of the drift alert"
                 + (
