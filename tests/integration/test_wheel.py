@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 UV = Path(sys.executable).parent / "uv"
 #: What the checks below import, pinned by the project's lock (the wheel itself goes in --no-deps: the
 #: full runtime lock is a 1.3 GB install, and nothing here needs MLflow, GX or scikit-learn).
-LIGHT_DEPS = ["pydantic-settings", "pyyaml", "httpx", "orjson"]
+LIGHT_DEPS = ["pydantic-settings", "pyyaml", "httpx", "orjson", "sqlalchemy"]
 
 
 @pytest.fixture(scope="module")
